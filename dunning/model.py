@@ -102,7 +102,8 @@ class PromiseStatus(StrEnum):
 
 
 # Step keys the escalation engine adds on its own, beside the policy's steps.
-DISPUTE_REVIEW = "dispute_review"
+# One review per dispute and one check per broken promise: "dispute_review:2026-11-20".
+DISPUTE_REVIEW_PREFIX = "dispute_review:"
 BROKEN_PROMISE_PREFIX = "broken_promise:"
 
 
@@ -227,3 +228,21 @@ class Decision:
     holds: tuple[Hold, ...] = ()
     # Side effects the shell must record with the actions (e.g. a promise found broken).
     promise_broken: bool = False
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    """An invoice as a billing source reports it (CSV, Stripe, QuickBooks), before storage."""
+
+    invoice_id: str
+    number: str
+    customer_id: str
+    issue_date: date
+    due_date: date
+    currency: str
+    amount: Decimal
+    amount_paid: Decimal = Decimal("0")
+    status: InvoiceStatus = InvoiceStatus.OPEN
+    paid_date: date | None = None
+    payment_link: str | None = None
+    payment_failed_on: date | None = None

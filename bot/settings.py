@@ -1,0 +1,109 @@
+"""One typed Settings object from the environment or `.env` (12-factor); secrets as SecretStr.
+
+Nothing else in the project reads the environment. Slack secrets are optional here so that
+the CLI works without Slack; the web app checks them when it starts (`require_slack`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dunning.calendar import is_supported_country, is_valid_timezone
+from dunning.policy import DEFAULT_POLICY, Policy, PolicyError, policy_from_mapping
+
+
+class SettingsError(RuntimeError):
+    """Settings are missing or invalid; the message says which and how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(default="sqlite:///dunning.db",
+                              description="SQLAlchemy URL; SQLite file by default")
+    dunning_policy: Path | None = Field(default=None, description="path to dunning.toml")
+    dunning_timezone: str = "UTC"
+    dunning_country: str = "US"
+    dunning_currency: str = "USD"
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    quickbooks_api_url: str | None = None
+    hubspot_access_token: SecretStr | None = None
+    hubspot_api_host: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+
+    @field_validator("dunning_timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        if not is_valid_timezone(v):
+            raise ValueError(f"{v!r} is not an IANA time zone such as 'America/New_York'")
+        return v
+
+    @field_validator("dunning_country")
+    @classmethod
+    def _country(cls, v: str) -> str:
+        if not is_supported_country(v.upper()):
+            raise ValueError(f"{v!r} is not a supported ISO 3166-1 alpha-2 country code")
+        return v.upper()
+
+    def load_policy(self) -> Policy:
+        """The default policy, overridden by the TOML file named in DUNNING_POLICY."""
+        if self.dunning_policy is None:
+            return DEFAULT_POLICY
+        return load_policy_file(self.dunning_policy)
+
+    def require_slack(self) -> tuple[SecretStr, SecretStr]:
+        missing = [name for name, value in (("SLACK_BOT_TOKEN", self.slack_bot_token),
+                                            ("SLACK_SIGNING_SECRET", self.slack_signing_secret))
+                   if value is None or not value.get_secret_value()]
+        if missing:
+            raise SettingsError(
+                f"{' and '.join(missing)} not set: the Slack app needs them (see README "
+                "'Slack app setup'); set them in the environment or in .env")
+        assert self.slack_bot_token is not None and self.slack_signing_secret is not None
+        return self.slack_bot_token, self.slack_signing_secret
+
+
+def load_policy_file(path: Path) -> Policy:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"policy file {path} not found (DUNNING_POLICY)") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"policy file {path} is not valid TOML: {exc}") from exc
+    try:
+        return policy_from_mapping(data)
+    except PolicyError as exc:
+        raise SettingsError(f"policy file {path}: {exc}") from exc
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                 for e in exc.errors()]
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from exc
