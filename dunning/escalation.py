@@ -211,8 +211,9 @@ def _decide(state: InvoiceState, policy: Policy, today: date) -> Decision:
         return Decision(
             actions=(action(_broken_key(state), Kind.OWNER_TASK, check + timedelta(days=1), [
                 f"promise broken: the customer promised to pay {promised}by "
-                f"{p.promised_date.isoformat()} and {format_money(state.amount_due, state.currency)}"
-                f" is still due after {policy.promise_grace_business_days} grace business days",
+                f"{p.promised_date.isoformat()} and "
+                f"{format_money(state.amount_due, state.currency)} is still due after "
+                f"{policy.promise_grace_business_days} grace business days",
                 "owner: call the customer; routine reminders resume from the step due now",
                 *facts,
             ]),),

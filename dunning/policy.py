@@ -8,8 +8,9 @@ default and raises `PolicyError` with every problem it finds, each naming its ke
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -201,7 +202,7 @@ def _read_step(r: _Reader, where: str, data: Mapping[str, Any], base: Step | Non
         for required in ("day", "kind"):
             if required not in data:
                 r.problems.append(f"{where}.{required}: required for a new step '{key}'")
-    readers = {
+    readers: dict[str, Callable[[str, Any], Any]] = {
         "day": lambda w, v: r.integer(w, v),
         "lane": lambda w, v: r.enum(w, v, Lane),
         "kind": lambda w, v: r.enum(w, v, Kind),
@@ -268,13 +269,15 @@ def policy_from_mapping(data: Mapping[str, Any], base: Policy = DEFAULT_POLICY) 
     r.unknown("", root, _TOP_KEYS)
     policy = base
 
+    updates: dict[str, Any] = {}
     for name in ("grace_business_days", "promise_grace_business_days"):
         if name in root and (v := r.integer(name, root[name], minimum=0)) is not None:
-            policy = replace(policy, **{name: v})
-    if "minimum_amount" in root and (d := r.decimal("minimum_amount", root["minimum_amount"])):
-        policy = replace(policy, minimum_amount=d)
-    elif "minimum_amount" in root and root["minimum_amount"] in (0, "0"):
-        policy = replace(policy, minimum_amount=Decimal("0"))
+            updates[name] = v
+    if "minimum_amount" in root:
+        d = r.decimal("minimum_amount", root["minimum_amount"])
+        if d is not None:
+            updates["minimum_amount"] = d
+    policy = replace(policy, **updates)
 
     if "lanes" in root and (lanes := r.table("lanes", root["lanes"])) is not None:
         r.unknown("lanes.", lanes, {"early", "late", "critical"})
@@ -301,13 +304,14 @@ def policy_from_mapping(data: Mapping[str, Any], base: Policy = DEFAULT_POLICY) 
 
     if "chronic" in root and (chronic := r.table("chronic", root["chronic"])):
         r.unknown("chronic.", chronic, set(asdict(policy.chronic)))
-        c = policy.chronic
+        changes: dict[str, Any] = {}
         for k in ("min_invoices", "broken_promises"):
             if k in chronic and (i := r.integer(f"chronic.{k}", chronic[k], minimum=0)) is not None:
-                c = replace(c, **{k: i})
+                changes[k] = i
         for k in ("late_share", "average_days_late"):
             if k in chronic and (f := r.fraction(f"chronic.{k}", chronic[k])) is not None:
-                c = replace(c, **{k: f})
+                changes[k] = f
+        c = replace(policy.chronic, **changes)
         if not 0 <= c.late_share <= 1:
             r.problems.append(f"chronic.late_share: a share between 0 and 1, got {c.late_share}")
         policy = replace(policy, chronic=c)
@@ -365,7 +369,7 @@ def _read_steps(r: _Reader, raw: Any, policy: Policy) -> tuple[Step, ...] | None
         if s.key in seen:
             r.problems.append(f"steps: duplicate step key '{s.key}'")
         seen.add(s.key)
-    for a, b in zip(steps, steps[1:], strict=False):
+    for a, b in itertools.pairwise(steps):
         if b.day <= a.day:
             r.problems.append(
                 f"steps: unordered days: '{b.key}' (day {b.day}) must come after "
