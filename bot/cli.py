@@ -1,0 +1,484 @@
+"""`dunning ...`: the command line. Reads the clock and settings here, in the shell only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.settings import Settings, SettingsError, load_settings
+from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
+from dunning.calendar import local_date
+from dunning.money import format_money
+from dunning.policy import Policy
+from services import actions, demo
+from services.common import Actor, ServiceError
+from services.importing import upsert_ledger
+from services.planning import Plan, build_plan, plan_json, run_cycle
+from services.status import Match, customer_status, find_customer, status_json
+from store import tables as t
+from store.audit import verify_chain
+from store.engine import make_engine, migrate, session_scope
+
+app = typer.Typer(help="Dunning bot: collaborative accounts-receivable escalation.",
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+EXIT_NOT_FOUND = 1
+EXIT_AMBIGUOUS = 3
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class TextFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+    db_url: str
+    actor: Actor
+    _engine: Engine | None = None
+    _policy: Policy | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.db_url)
+        return self._engine
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            self._policy = self.settings.load_policy()
+        return self._policy
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def today(self) -> date:
+        return local_date(self.now(), self.settings.dunning_timezone)
+
+    def ready(self) -> Engine:
+        """The engine of an initialised database; SQLite files are created on first use."""
+        engine = self.engine
+        if engine.dialect.name == "sqlite":
+            migrate(engine)
+        elif "invoice" not in inspect(engine).get_table_names():
+            fail(f"the database at {_safe_url(self.db_url)} is not initialised: run "
+                 "`dunning init` first")
+        return engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.ready()) as s:
+            yield s
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable DATABASE_URL>"
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a use case; turn expected refusals into one clear line and exit code 1."""
+    try:
+        return fn()
+    except (ServiceError, CsvImportError, SettingsError) as exc:
+        fail(str(exc))
+
+
+def _ctx(ctx: typer.Context) -> Ctx:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Ctx)
+    return obj
+
+
+def _parse_date(value: str | None, what: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form",
+                                 param_hint=what) from None
+
+
+def _parse_amount(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{value!r} is not a decimal amount",
+                                 param_hint="--amount") from None
+    if not d.is_finite() or d <= 0:
+        raise typer.BadParameter("the amount must be greater than 0", param_hint="--amount")
+    return d
+
+
+DateOpt = Annotated[str | None, typer.Option("--date", help="Run date YYYY-MM-DD "
+                                             "(default: today in DUNNING_TIMEZONE)")]
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option("--db", help="Database URL or SQLite file path "
+                                           "(default: DATABASE_URL, else dunning.db)")] = None,
+    actor: Annotated[str, typer.Option("--as", help="Who acts, for the audit log")] = "cli",
+) -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+    url = db or settings.database_url
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser()}"
+    ctx.obj = Ctx(settings=settings, db_url=url, actor=Actor(actor))
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the database or migrate it to the latest schema (the Procfile's release)."""
+    c = _ctx(ctx)
+    try:
+        head = migrate(c.engine)
+    except Exception as exc:  # the driver's own message is the useful part here
+        fail(f"cannot migrate {_safe_url(c.db_url)}: {exc.__class__.__name__}: "
+             f"{str(exc).splitlines()[0] if str(exc) else ''}")
+    typer.echo(f"database ready at {_safe_url(c.db_url)} (schema {head})")
+
+
+@app.command("import-csv")
+def import_csv(
+    ctx: typer.Context,
+    customers: Annotated[Path, typer.Option(help="customers.csv", exists=True, dir_okay=False)],
+    invoices: Annotated[Path, typer.Option(help="invoices.csv", exists=True, dir_okay=False)],
+) -> None:
+    """Import (upsert) customers and invoices from the CSV export format."""
+    c = _ctx(ctx)
+    s = c.settings
+    defaults = Defaults(country=s.dunning_country, timezone=s.dunning_timezone,
+                        currency=s.dunning_currency)
+
+    def run() -> dict[str, int]:
+        custs = read_customers(customers, defaults)
+        with c.session() as session:
+            known = {x.customer_id for x in custs}
+            currency = {x.customer_id: x.currency for x in custs}
+
+            def in_ledger(cid: str) -> str | None:
+                if cid in currency:
+                    return currency[cid]
+                row = session.get(t.Customer, cid)
+                return row.currency if row else None
+
+            class Known:
+                def __contains__(self, cid: object) -> bool:
+                    return cid in known or (isinstance(cid, str) and in_ledger(cid) is not None)
+
+            invs = read_invoices(invoices, known_customers=Known(),  # type: ignore[arg-type]
+                                 customer_currency=in_ledger)
+            summary = upsert_ledger(session, customers=custs, invoices=invs, source="csv",
+                                    actor=c.actor, now=c.now(), policy=c.policy)
+            return summary.as_dict()
+
+    result = guarded(run)
+    typer.echo("imported: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items()))
+
+
+def _print_plan(plan: Plan, fmt: Format, *, title: str) -> None:
+    if fmt is Format.json:
+        typer.echo(json.dumps(plan_json(plan), indent=2))
+        return
+    typer.echo(f"{title} for {plan.date.isoformat()}: {len(plan.actions)} action(s), "
+               f"{len(plan.holds)} held")
+    if plan.actions:
+        rows = [("OWNER", "INVOICE", "CUSTOMER", "DPD", "LANE", "STEP", "TONE", "APPROVAL",
+                 "AMOUNT DUE")]
+        for p in plan.actions:
+            a, st = p.action, p.state
+            rows.append((a.owner or "-", st.number, st.customer.name[:28], str(a.days_past_due),
+                         a.lane.value, a.step, a.tone.value if a.tone else "-",
+                         a.approval.value if a.approval else "-",
+                         format_money(st.amount_due, st.currency)))
+        _table(rows, right=frozenset({3, 8}))
+    if plan.holds:
+        typer.echo("\nheld:")
+        _table([("INVOICE", "CUSTOMER", "REASON", "DETAIL")] + [
+            (h.state.number, h.state.customer.name[:28], h.hold.reason.value, h.hold.detail)
+            for h in plan.holds])
+
+
+def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [v.rjust(w) if i in right else v.ljust(w)
+                 for i, (v, w) in enumerate(zip(r, widths, strict=True))]
+        typer.echo("  ".join(cells).rstrip())
+
+
+@app.command()
+def plan(ctx: typer.Context, date_: DateOpt = None,
+         format_: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
+    """Dry run: what the bot would do on a date, and what is held and why."""
+    c = _ctx(ctx)
+    today = _parse_date(date_, "--date") or c.today()
+    with c.session() as session:
+        result = guarded(lambda: build_plan(session, c.policy, today))
+    _print_plan(result, format_, title="plan")
+
+
+@app.command()
+def cycle(ctx: typer.Context, date_: DateOpt = None,
+          format_: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
+    """Commit the day's escalations (each once); without Slack configured, print them."""
+    c = _ctx(ctx)
+    today = _parse_date(date_, "--date") or c.today()
+    actor = Actor("scheduler") if c.actor.id == "cli" else c.actor
+    with c.session() as session:
+        result = guarded(lambda: run_cycle(session, c.policy, today, actor=actor, now=c.now()))
+    plan_view = Plan(result.date, result.created, result.holds)
+    if format_ is Format.json:
+        out = plan_json(plan_view)
+        out["already_done"] = result.already_done
+        typer.echo(json.dumps(out, indent=2))
+        return
+    _print_plan(plan_view, format_, title="cycle committed")
+    if result.already_done:
+        typer.echo(f"({result.already_done} step(s) were already escalated: nothing repeated)")
+    if c.settings.slack_bot_token is None:
+        typer.echo("(Slack is not configured: escalations are stored and printed, not posted)")
+
+
+def _resolve_customer(session: Session, query: str) -> str:
+    match: Match = guarded(lambda: find_customer(session, query))
+    if match.customer_id is None:
+        lines = "\n".join(f"  {m.customer_id}  {m.name}  (match {m.score:.0f})"
+                          for m in match.candidates)
+        typer.echo(f"several customers match {query!r}; which one?\n{lines}", err=True)
+        raise typer.Exit(EXIT_AMBIGUOUS)
+    return match.customer_id
+
+
+@app.command()
+def status(ctx: typer.Context,
+           query: Annotated[str, typer.Argument(help="customer name (fuzzy) or id")],
+           format_: Annotated[TextFormat, typer.Option("--format")] = TextFormat.text,
+           date_: DateOpt = None) -> None:
+    """One customer's account: risk, open invoices, promises, disputes, last touches.
+
+    Exit codes: 0 found, 1 no customer matches, 3 several match (they are listed).
+    """
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            match = find_customer(session, query)
+        except ServiceError as exc:
+            if format_ is TextFormat.json:
+                typer.echo(json.dumps({"query": query, "error": str(exc), "matches": []}))
+            fail(str(exc), EXIT_NOT_FOUND)
+        if match.customer_id is None:
+            if format_ is TextFormat.json:
+                typer.echo(json.dumps({"query": query, "error": "several customers match",
+                                       "matches": [{"id": m.customer_id, "name": m.name,
+                                                    "score": m.score}
+                                                   for m in match.candidates]}, indent=2))
+                raise typer.Exit(EXIT_AMBIGUOUS)
+            _resolve_customer(session, query)
+        assert match.customer_id is not None
+        row = session.get(t.Customer, match.customer_id)
+        assert row is not None
+        today = _parse_date(date_, "--date") or local_date(c.now(), row.timezone)
+        st = customer_status(session, c.policy, match.customer_id, today)
+    if format_ is TextFormat.json:
+        typer.echo(json.dumps(status_json(st), indent=2))
+        return
+    cust = st.customer
+    typer.echo(f"{cust.name} ({cust.customer_id}) — owner {cust.owner_email or 'none'}"
+               + (f", CSM {cust.csm_email}" if cust.csm_email else ""))
+    arr = format_money(cust.arr, cust.currency) if cust.arr is not None else "unknown"
+    typer.echo(f"ARR {arr}; risk {st.risk_score}/100; tone {st.tone}")
+    for r in st.reasons:
+        typer.echo(f"  - {r}")
+    if st.sensitive_reasons:
+        typer.echo("sensitive: " + "; ".join(st.sensitive_reasons))
+    totals = ", ".join(format_money(v, k) for k, v in sorted(st.totals.items())) or "nothing"
+    typer.echo(f"open: {totals} in {len(st.invoices)} invoice(s)")
+    if st.invoices:
+        rows = [("INVOICE", "DUE", "DPD", "LANE", "AMOUNT DUE", "STATE", "LAST TOUCH")]
+        for line in st.invoices:
+            s = line.state
+            state = []
+            if s.dispute:
+                state.append(f"disputed ({s.dispute.reason[:30]})")
+            if s.promise and s.promise.status.value == "open":
+                state.append(f"promised {s.promise.promised_date}")
+            if s.snoozed_until and s.snoozed_until > today:
+                state.append(f"snoozed to {s.snoozed_until}")
+            touch = line.last_touch
+            rows.append((s.number, s.due_date.isoformat(), str(line.days_past_due), line.lane,
+                         format_money(s.amount_due, s.currency), ", ".join(state) or "-",
+                         f"{touch['summary']} {touch['at'][:10]}" if touch else "-"))
+        _table(rows, right=frozenset({2, 4}))
+
+
+@app.command()
+def promise(ctx: typer.Context, invoice: str,
+            date_: Annotated[str, typer.Option("--date", help="promised date YYYY-MM-DD")],
+            amount: Annotated[str | None, typer.Option(help="promised amount")] = None,
+            note: Annotated[str, typer.Option(help="what the customer said")] = "") -> None:
+    """Log a promise to pay: reminders pause until the date (plus grace)."""
+    c = _ctx(ctx)
+    promised = _parse_date(date_, "--date")
+    assert promised is not None
+    value = _parse_amount(amount)
+    with c.session() as session:
+        out = guarded(lambda: actions.log_promise(
+            session, c.policy, invoice=invoice, promised_date=promised, amount=value, note=note,
+            actor=c.actor, now=c.now()))
+    typer.echo(out.message)
+
+
+@app.command()
+def dispute(ctx: typer.Context, invoice: str,
+            reason: Annotated[str, typer.Option(help="why the customer disputes it")],
+            amount: Annotated[str | None, typer.Option(help="disputed amount")] = None,
+            note: Annotated[str, typer.Option()] = "") -> None:
+    """Mark an invoice disputed: routine reminders stop; the owner gets it to review."""
+    c = _ctx(ctx)
+    value = _parse_amount(amount)
+    with c.session() as session:
+        out = guarded(lambda: actions.open_dispute(
+            session, c.policy, invoice=invoice, reason=reason, amount=value, note=note,
+            actor=c.actor, now=c.now()))
+    typer.echo(out.message)
+
+
+@app.command("resolve-dispute")
+def resolve_dispute(ctx: typer.Context, invoice: str,
+                    resolution: Annotated[str, typer.Option(help="how it was settled")]) -> None:
+    """Close an invoice's open dispute: reminders resume from the step due now."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        out = guarded(lambda: actions.resolve_dispute(
+            session, c.policy, invoice=invoice, resolution=resolution, actor=c.actor,
+            now=c.now()))
+    typer.echo(out.message)
+
+
+@app.command()
+def snooze(ctx: typer.Context,
+           customer: Annotated[str, typer.Argument(help="customer name or id; with --owner, "
+                                                   "the owner's email")],
+           until: Annotated[str, typer.Option(help="cards resume on this date YYYY-MM-DD")],
+           reason: Annotated[str, typer.Option(help="why (quarter-end, PTO, ...)")],
+           owner: Annotated[bool, typer.Option("--owner", help="snooze every card of an "
+                                               "owner")] = False) -> None:
+    """Pause a customer's (or an owner's) cards until a date."""
+    c = _ctx(ctx)
+    day = _parse_date(until, "--until")
+    assert day is not None
+    with c.session() as session:
+        target = customer.strip().lower() if owner else _resolve_customer(session, customer)
+        out = guarded(lambda: actions.snooze(
+            session, c.policy, scope="owner" if owner else "customer", target=target,
+            until=day, reason=reason, actor=c.actor, now=c.now()))
+    typer.echo(out.message)
+
+
+@app.command()
+def pay(ctx: typer.Context, invoice: str,
+        amount: Annotated[str, typer.Option(help="amount received")],
+        date_: Annotated[str | None, typer.Option("--date", help="paid on (default today)")]
+        = None,
+        reference: Annotated[str | None, typer.Option(help="bank reference")] = None) -> None:
+    """Record a payment received outside a connector (bank transfer, cheque)."""
+    c = _ctx(ctx)
+    value = _parse_amount(amount)
+    assert value is not None
+    paid_on = _parse_date(date_, "--date") or c.today()
+    with c.session() as session:
+        out = guarded(lambda: actions.record_payment(
+            session, c.policy, invoice=invoice, amount=value, paid_on=paid_on,
+            reference=reference, source="manual", actor=c.actor, now=c.now()))
+    typer.echo(out.message)
+
+
+@app.command("demo")
+def demo_cmd(ctx: typer.Context,
+             seed: Annotated[int, typer.Option(help="same seed and date, same ledger")] = 7,
+             customers: Annotated[int, typer.Option(min=1, max=5000,
+                                                    help="how many customers")] = 40,
+             date_: DateOpt = None,
+             format_: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
+    """Seed a realistic synthetic ledger (no accounts needed), then print today's plan."""
+    c = _ctx(ctx)
+    today = _parse_date(date_, "--date") or c.today()
+    with c.session() as session:
+        summary = guarded(lambda: demo.seed(session, c.policy, seed_value=seed,
+                                            n_customers=customers, today=today,
+                                            timezone=c.settings.dunning_timezone))
+    with c.session() as session:
+        result = build_plan(session, c.policy, today)
+    if format_ is Format.table:
+        if summary is None:
+            typer.echo(f"demo ledger already seeded in {_safe_url(c.db_url)} (seed {seed})")
+        else:
+            typer.echo(f"seeded {summary.customers_created} customers and "
+                       f"{summary.invoices_created} invoices into {_safe_url(c.db_url)}")
+        typer.echo("")
+    _print_plan(result, format_, title="today's plan")
+    if format_ is Format.table:
+        typer.echo("\nnext: `dunning status acme`, `dunning cycle`, `dunning plan --format json`")
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Recompute the hash chain of the audit log; exit 1 at the first broken link."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        result = verify_chain(session)
+    if result.ok:
+        typer.echo(f"audit log intact: {result.events} event(s), every link verified")
+        return
+    fail(f"audit log broken at event {result.first_bad_id}: {result.problem} "
+         f"({result.events} event(s) checked)")
+
+
+def main() -> None:
+    """Console entry point; a broken pipe (`| head`) is not an error."""
+    try:
+        app()
+    except BrokenPipeError:
+        sys.stderr.close()
