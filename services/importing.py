@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from dunning.escalation import next_action_on
 from dunning.model import CustomerContext, InvoiceRecord, InvoiceStatus
-from dunning.money import from_minor, to_minor
+from dunning.money import to_minor
 from dunning.policy import Policy
 from services.common import Actor, audit, chunks, customer_today, refresh_next_actions
 from store import tables as t
-from store.repository import get_meta, set_meta
+from store.audit import EventIn, append_events
+from store.repository import customer_context, get_meta, new_invoice_states, set_meta
 
 _CUSTOMER_FIELDS = (
     "name", "country", "timezone", "currency", "arr_minor", "health", "owner_email",
@@ -32,6 +35,7 @@ _INVOICE_FIELDS = (
 # Customer fields that move an invoice's schedule (calendar, autopay, do-not-contact).
 _SCHEDULE_FIELDS = {"country", "autopay", "do_not_contact"}
 CUSTOMERS_VERSION_KEY = "customers_version"
+_INSERT_BATCH = 5000
 
 
 @dataclass
@@ -85,24 +89,37 @@ def _diff(row: Any, values: dict[str, Any], fields: Sequence[str]
 def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
                   invoices: Sequence[InvoiceRecord], source: str, actor: Actor,
                   now: datetime, policy: Policy) -> ImportSummary:
-    """Upsert in one transaction (the caller's session); audit every create and change."""
+    """Upsert in the caller's transaction; audit every create and every change.
+
+    New rows go in by bulk insert with their next action date computed up front (nothing
+    to read back); changed rows are updated one by one with a before/after event. All
+    audit events of one import are appended to the chain under one lock.
+    """
     summary = ImportSummary()
+    events: list[EventIn] = []
     refresh: set[str] = set()
     rescheduled_customers: set[str] = set()
+    contexts = {c.customer_id: c for c in customers}
 
-    customers_by_id = {c.customer_id: c for c in customers}
-    for batch in chunks(list(customers_by_id)):
+    def event(action: str, entity: str, entity_id: str, before: dict[str, Any] | None,
+              after: dict[str, Any] | None) -> None:
+        events.append(EventIn(actor=actor.id, action=action, entity_type=entity,
+                              entity_id=entity_id, at=now, before=before, after=after))
+
+    new_customers: list[dict[str, Any]] = []
+    for batch in chunks(list(contexts)):
         existing = {r.id: r for r in session.exec(
             select(t.Customer).where(col(t.Customer.id).in_(batch)))}
-        for c in (customers_by_id[cid] for cid in batch):
+        for cid in batch:
+            c = contexts[cid]
             values = _customer_values(c)
-            row = existing.get(c.customer_id)
+            row = existing.get(cid)
             if row is None:
-                session.add(t.Customer(id=c.customer_id, name_normalized=c.name.casefold(),
-                                       source=source, created_at=now, updated_at=now, **values))
-                summary.customers_created += 1
-                audit(session, actor=actor, action="customer.created", entity="customer",
-                      entity_id=c.customer_id, at=now, after=_jsonable(values))
+                new_customers.append({
+                    "id": cid, "name_normalized": c.name.casefold(), "domain": None,
+                    "source": source, "external_ids": "{}", "created_at": now,
+                    "updated_at": now, **values})
+                event("customer.created", "customer", cid, None, _jsonable(values))
                 continue
             before, after = _diff(row, values, _CUSTOMER_FIELDS)
             if not before:
@@ -115,14 +132,18 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
             session.add(row)
             summary.customers_updated += 1
             if _SCHEDULE_FIELDS & after.keys():
-                rescheduled_customers.add(c.customer_id)
-            audit(session, actor=actor, action="customer.updated", entity="customer",
-                  entity_id=c.customer_id, at=now, before=_jsonable(before),
-                  after=_jsonable(after))
+                rescheduled_customers.add(cid)
+            event("customer.updated", "customer", cid, _jsonable(before), _jsonable(after))
+    if new_customers:
+        session.execute(insert(t.Customer), new_customers)
+    summary.customers_created = len(new_customers)
     session.flush()
 
-    tz_of = _customer_timezones(session, {r.customer_id for r in invoices})
+    missing = {r.customer_id for r in invoices} - contexts.keys()
+    contexts.update(_stored_contexts(session, missing))
     by_id = {r.invoice_id: r for r in invoices}
+    created: list[InvoiceRecord] = []
+    payments: list[dict[str, Any]] = []
     for batch in chunks(list(by_id)):
         existing_inv = {r.id: r for r in session.exec(
             select(t.Invoice).where(col(t.Invoice.id).in_(batch)))}
@@ -130,18 +151,13 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
             rec = by_id[iid]
             values = _invoice_values(rec)
             row_inv = existing_inv.get(iid)
-            today = customer_today(tz_of.get(rec.customer_id, "UTC"), now)
+            today = customer_today(contexts[rec.customer_id].timezone, now)
             if row_inv is None:
-                session.add(t.Invoice(id=iid, source=source, created_at=now, updated_at=now,
-                                      **values))
-                summary.invoices_created += 1
-                audit(session, actor=actor, action="invoice.created", entity="invoice",
-                      entity_id=iid, at=now, after=_jsonable(values))
+                created.append(rec)
+                event("invoice.created", "invoice", iid, None, _jsonable(values))
                 if rec.amount_paid > 0:
-                    _record_payment(session, rec, rec.amount_paid, today, source, now)
-                    summary.payments_recorded += 1
-                if rec.status is InvoiceStatus.OPEN:
-                    refresh.add(iid)
+                    payments.append(_payment_row(rec, values["amount_paid_minor"], today,
+                                                 source, now))
                 continue
             before, after = _diff(row_inv, values, _INVOICE_FIELDS)
             if not before:
@@ -157,18 +173,31 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
             row_inv.updated_at = now
             session.add(row_inv)
             summary.invoices_updated += 1
-            audit(session, actor=actor, action="invoice.updated", entity="invoice",
-                  entity_id=iid, at=now, before=_jsonable(before), after=_jsonable(after))
+            event("invoice.updated", "invoice", iid, _jsonable(before), _jsonable(after))
             if paid_increase > 0:
-                _record_payment(session, rec, from_minor(paid_increase, rec.currency), today,
-                                source, now)
-                summary.payments_recorded += 1
+                payments.append(_payment_row(rec, paid_increase, today, source, now))
             if rec.status is not InvoiceStatus.OPEN:
                 close_invoice_escalations(session, iid, reason=f"invoice {rec.status.value}",
                                           actor=actor, now=now)
                 summary.invoices_closed.append(iid)
             refresh.add(iid)
     session.flush()
+
+    states = new_invoice_states(session, created, contexts)
+    rows = []
+    for rec, state in zip(created, states, strict=True):
+        rows.append({"id": rec.invoice_id, "source": source, "created_at": now,
+                     "updated_at": now, "next_action_on": next_action_on(state, policy),
+                     **_invoice_values(rec)})
+        if len(rows) == _INSERT_BATCH:
+            session.execute(insert(t.Invoice), rows)
+            rows = []
+    if rows:
+        session.execute(insert(t.Invoice), rows)
+    summary.invoices_created = len(created)
+    if payments:
+        session.execute(insert(t.Payment), payments)
+    summary.payments_recorded = len(payments)
 
     if rescheduled_customers:
         for batch in chunks(sorted(rescheduled_customers)):
@@ -178,23 +207,23 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
         version = int(get_meta(session, CUSTOMERS_VERSION_KEY) or "0") + 1
         set_meta(session, CUSTOMERS_VERSION_KEY, str(version))
     refresh_next_actions(session, policy, sorted(refresh))
+    append_events(session, events)
     return summary
 
 
-def _customer_timezones(session: Session, ids: set[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _stored_contexts(session: Session, ids: set[str]) -> dict[str, CustomerContext]:
+    out: dict[str, CustomerContext] = {}
     for batch in chunks(sorted(ids)):
-        for cid, tz in session.exec(select(t.Customer.id, t.Customer.timezone)
-                                    .where(col(t.Customer.id).in_(batch))):
-            out[cid] = tz
+        for row in session.exec(select(t.Customer).where(col(t.Customer.id).in_(batch))):
+            out[row.id] = customer_context(row)
     return out
 
 
-def _record_payment(session: Session, rec: InvoiceRecord, amount: Any, today: date,
-                    source: str, now: datetime) -> None:
-    session.add(t.Payment(invoice_id=rec.invoice_id, amount_minor=to_minor(amount, rec.currency),
-                          currency=rec.currency, paid_on=rec.paid_date or today,
-                          reference=None, source=source, created_at=now))
+def _payment_row(rec: InvoiceRecord, minor: int, today: date, source: str,
+                 now: datetime) -> dict[str, Any]:
+    return {"invoice_id": rec.invoice_id, "amount_minor": minor, "currency": rec.currency,
+            "paid_on": rec.paid_date or today, "reference": None, "source": source,
+            "created_at": now}
 
 
 def close_invoice_escalations(session: Session, invoice_id: str, *, reason: str, actor: Actor,

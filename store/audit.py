@@ -13,11 +13,12 @@ lock before the head is read (a plain SELECT would let two sessions read the sam
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from store._sql import insert_if_absent
@@ -139,6 +140,48 @@ def append_event(
     session.flush()
     session.exec(update(Meta).where(col(Meta.key) == AUDIT_HEAD_KEY).values(value=digest))
     return event
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One event to append with `append_events`."""
+
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    at: datetime
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+def append_events(session: Session, events: Sequence[EventIn]) -> int:
+    """Append many events in order under one lock and one bulk insert (imports, cycles).
+
+    The chain is the same as `append_event` called once per event: each hash covers its
+    predecessor's.
+    """
+    if not events:
+        return 0
+    prev_hash = _lock_head(session)
+    rows: list[dict[str, Any]] = []
+    for e in events:
+        at_utc = _as_utc(e.at)
+        before_n, after_n = _normalized(e.before), _normalized(e.after)
+        digest = event_hash(prev_hash=prev_hash, at=at_utc, actor=e.actor, action=e.action,
+                            entity_type=e.entity_type, entity_id=e.entity_id,
+                            before=before_n, after=after_n)
+        rows.append({
+            "at": at_utc, "actor": e.actor, "action": e.action, "entity_type": e.entity_type,
+            "entity_id": e.entity_id,
+            "before": None if before_n is None else canonical_json(before_n),
+            "after": None if after_n is None else canonical_json(after_n),
+            "prev_hash": prev_hash, "hash": digest,
+        })
+        prev_hash = digest
+    session.execute(insert(AuditEvent), rows)
+    session.exec(update(Meta).where(col(Meta.key) == AUDIT_HEAD_KEY).values(value=prev_hash))
+    return len(rows)
 
 
 @dataclass(frozen=True)

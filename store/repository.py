@@ -5,7 +5,7 @@ the same whether it looks at ten invoices or ten thousand. Amounts come back as 
 (from integer minor units); dates stay `date`.
 """
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from dunning.model import (
     CustomerContext,
     Dispute,
+    InvoiceRecord,
     InvoiceState,
     InvoiceStatus,
     PaymentHistory,
@@ -226,6 +227,42 @@ def load_states(session: Session, invoice_ids: Collection[str]) -> dict[str, Inv
                 history=histories[customer.id],
             )
     return states
+
+
+def new_invoice_states(
+    session: Session,
+    records: Sequence[InvoiceRecord],
+    customers: Mapping[str, CustomerContext],
+) -> list[InvoiceState]:
+    """States of invoices about to be inserted (a bulk import), without reading them back.
+
+    A new invoice has nothing escalated, promised or disputed yet; only the snoozes of its
+    customer and owner apply. The snooze table is small, so it is read whole (one query).
+    """
+    by_customer: dict[str, date] = {}
+    by_owner: dict[str, date] = {}
+    for scope, target, until in session.exec(
+        select(col(Snooze.scope), col(Snooze.target), func.max(col(Snooze.until)))
+        .where(col(Snooze.cancelled).is_(False))
+        .group_by(col(Snooze.scope), col(Snooze.target))
+    ):
+        if scope == SnoozeScope.CUSTOMER.value:
+            by_customer[target] = until
+        else:
+            key = target.lower()
+            by_owner[key] = max(until, by_owner.get(key, until))
+    out: list[InvoiceState] = []
+    for r in records:
+        c = customers[r.customer_id]
+        snoozes = [u for u in (by_customer.get(c.customer_id),
+                               by_owner.get((c.owner_email or "").lower())) if u is not None]
+        out.append(InvoiceState(
+            invoice_id=r.invoice_id, number=r.number, customer=c, issue_date=r.issue_date,
+            due_date=r.due_date, currency=r.currency, amount=r.amount,
+            amount_paid=r.amount_paid, status=r.status, payment_failed_on=r.payment_failed_on,
+            snoozed_until=max(snoozes) if snoozes else None,
+        ))
+    return out
 
 
 def _promise(row: PromiseRow, zone: tzinfo) -> Promise:
