@@ -262,12 +262,18 @@ def plan(ctx: typer.Context, date_: DateOpt = None,
 @app.command()
 def cycle(ctx: typer.Context, date_: DateOpt = None,
           format_: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
-    """Commit the day's escalations (each once); without Slack configured, print them."""
+    """Commit the day's escalations (each once); without Slack configured, print them.
+
+    Without --date, each invoice is decided on its customer's own date right now.
+    """
     c = _ctx(ctx)
-    today = _parse_date(date_, "--date") or c.today()
+    given = _parse_date(date_, "--date")
+    today = given or c.today()
     actor = Actor("scheduler") if c.actor.id == "cli" else c.actor
     with c.session() as session:
-        result = guarded(lambda: run_cycle(session, c.policy, today, actor=actor, now=c.now()))
+        # Without --date each customer's own date at this moment counts (its time zone).
+        result = guarded(lambda: run_cycle(session, c.policy, today, actor=actor, now=c.now(),
+                                           customer_dates=given is None))
     plan_view = Plan(result.date, result.created, result.holds)
     if format_ is Format.json:
         out = plan_json(plan_view)
@@ -472,8 +478,8 @@ def audit_verify(ctx: typer.Context) -> None:
     if result.ok:
         typer.echo(f"audit log intact: {result.events} event(s), every link verified")
         return
-    fail(f"audit log broken at event {result.first_bad_id}: {result.problem} "
-         f"({result.events} event(s) checked)")
+    where = f" at event {result.first_bad_id}" if result.first_bad_id is not None else ""
+    fail(f"audit log broken{where}: {result.problem} ({result.events} event(s) checked)")
 
 
 def main() -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from dunning.calendar import local_date
 from dunning.escalation import decide, next_action_on
 from dunning.model import Action, Hold, InvoiceState, PromiseStatus
 from dunning.money import format_money
@@ -50,14 +51,24 @@ class Plan:
     holds: list[PlannedHold]
 
 
-def build_plan(session: Session, policy: Policy, today: date) -> Plan:
+def build_plan(session: Session, policy: Policy, today: date, *,
+               now: datetime | None = None) -> Plan:
+    """The day's actions and holds.
+
+    With `now`, each invoice is decided on its customer's own date at that moment (a
+    Sydney customer is already on tomorrow when New York runs its morning cycle); without
+    it, `today` is every customer's date (a dry run of a given day).
+    """
     ensure_policy_current(session, policy)
-    ids = sorted(set(due_invoice_ids(session, today)) | set(held_candidate_ids(session, today)))
+    horizon = today + timedelta(days=1) if now is not None else today
+    ids = sorted(set(due_invoice_ids(session, horizon))
+                 | set(held_candidate_ids(session, today)))
     actions: list[PlannedAction] = []
     holds: list[PlannedHold] = []
     for batch in chunks(ids):
         for state in load_states(session, batch).values():
-            decision = decide(state, policy, today)
+            day = local_date(now, state.customer.timezone) if now is not None else today
+            decision = decide(state, policy, day)
             actions.extend(PlannedAction(a, state, decision.promise_broken)
                            for a in decision.actions)
             holds.extend(PlannedHold(h, state) for h in decision.holds)
@@ -107,10 +118,14 @@ class CycleResult:
 
 
 def run_cycle(session: Session, policy: Policy, today: date, *, actor: Actor,
-              now: datetime) -> CycleResult:
-    """Commit today's plan: each action becomes one Escalation row, exactly once."""
+              now: datetime, customer_dates: bool = False) -> CycleResult:
+    """Commit the day's plan: each action becomes one Escalation row, exactly once.
+
+    `customer_dates`: decide each invoice on its customer's own date at `now` (the
+    scheduled cycle); otherwise on `today` (a cycle for a given date).
+    """
     _claim_cycle(session, today)
-    plan = build_plan(session, policy, today)
+    plan = build_plan(session, policy, today, now=now if customer_dates else None)
     result = CycleResult(today, holds=plan.holds)
     for p in plan.actions:
         a, s = p.action, p.state

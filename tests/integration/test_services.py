@@ -236,3 +236,16 @@ def test_audit_chain_verifies_after_a_day_of_work_and_detects_tampering(db: Engi
     with session_scope(db) as s:
         broken = verify_chain(s)
     assert not broken.ok and broken.first_bad_id == 3
+
+
+def test_scheduled_cycle_decides_each_customer_on_its_own_date(db: Engine) -> None:
+    import_samples(db)
+    # 2026-11-23 20:00 UTC: still Monday 11-23 in New York and London, but already
+    # Tuesday 11-24 07:00 in Sydney. Tailspin (GB) gets its nudge on Tue 11-24 only.
+    evening = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+    with session_scope(db) as s:
+        plan = build_plan(s, P, date(2026, 11, 23), now=evening)
+        by_invoice = {p.state.invoice_id: p.action for p in plan.actions}
+        assert "INV-5003" not in by_invoice  # London: still Monday, nudge is Tuesday
+        assert by_invoice["INV-5004"].days_past_due == 85  # Sydney: already Tuesday
+        assert by_invoice["INV-5001"].days_past_due == 39  # New York: Monday
