@@ -7,7 +7,7 @@ Re-importing the same data changes nothing and writes no audit event.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -107,33 +107,29 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
                               entity_id=entity_id, at=now, before=before, after=after))
 
     new_customers: list[dict[str, Any]] = []
-    for batch in chunks(list(contexts)):
-        existing = {r.id: r for r in session.exec(
-            select(t.Customer).where(col(t.Customer.id).in_(batch)))}
-        for cid in batch:
-            c = contexts[cid]
-            values = _customer_values(c)
-            row = existing.get(cid)
-            if row is None:
-                new_customers.append({
-                    "id": cid, "name_normalized": c.name.casefold(), "domain": None,
-                    "source": source, "external_ids": "{}", "created_at": now,
-                    "updated_at": now, **values})
-                event("customer.created", "customer", cid, None, _jsonable(values))
-                continue
-            before, after = _diff(row, values, _CUSTOMER_FIELDS)
-            if not before:
-                summary.customers_unchanged += 1
-                continue
-            for k, v in after.items():
-                setattr(row, k, v)
-            row.name_normalized = row.name.casefold()
-            row.updated_at = now
-            session.add(row)
-            summary.customers_updated += 1
-            if _SCHEDULE_FIELDS & after.keys():
-                rescheduled_customers.add(cid)
-            event("customer.updated", "customer", cid, _jsonable(before), _jsonable(after))
+    for cid, row in _with_rows(session, t.Customer, list(contexts)):
+        c = contexts[cid]
+        values = _customer_values(c)
+        if row is None:
+            new_customers.append({
+                "id": cid, "name_normalized": c.name.casefold(), "domain": None,
+                "source": source, "external_ids": "{}", "created_at": now,
+                "updated_at": now, **values})
+            event("customer.created", "customer", cid, None, _jsonable(values))
+            continue
+        before, after = _diff(row, values, _CUSTOMER_FIELDS)
+        if not before:
+            summary.customers_unchanged += 1
+            continue
+        for k, v in after.items():
+            setattr(row, k, v)
+        row.name_normalized = row.name.casefold()
+        row.updated_at = now
+        session.add(row)
+        summary.customers_updated += 1
+        if _SCHEDULE_FIELDS & after.keys():
+            rescheduled_customers.add(cid)
+        event("customer.updated", "customer", cid, _jsonable(before), _jsonable(after))
     if new_customers:
         session.execute(insert(t.Customer), new_customers)
     summary.customers_created = len(new_customers)
@@ -144,43 +140,39 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
     by_id = {r.invoice_id: r for r in invoices}
     created: list[InvoiceRecord] = []
     payments: list[dict[str, Any]] = []
-    for batch in chunks(list(by_id)):
-        existing_inv = {r.id: r for r in session.exec(
-            select(t.Invoice).where(col(t.Invoice.id).in_(batch)))}
-        for iid in batch:
-            rec = by_id[iid]
-            values = _invoice_values(rec)
-            row_inv = existing_inv.get(iid)
-            today = customer_today(contexts[rec.customer_id].timezone, now)
-            if row_inv is None:
-                created.append(rec)
-                event("invoice.created", "invoice", iid, None, _jsonable(values))
-                if rec.amount_paid > 0:
-                    payments.append(_payment_row(rec, values["amount_paid_minor"], today,
-                                                 source, now))
-                continue
-            before, after = _diff(row_inv, values, _INVOICE_FIELDS)
-            if not before:
-                summary.invoices_unchanged += 1
-                continue
-            if row_inv.status == InvoiceStatus.PAID.value and rec.status is InvoiceStatus.OPEN:
-                # Forward-only: a stale export never reopens an invoice we know is paid.
-                summary.invoices_unchanged += 1
-                continue
-            paid_increase = values["amount_paid_minor"] - row_inv.amount_paid_minor
-            for k, v in after.items():
-                setattr(row_inv, k, v)
-            row_inv.updated_at = now
-            session.add(row_inv)
-            summary.invoices_updated += 1
-            event("invoice.updated", "invoice", iid, _jsonable(before), _jsonable(after))
-            if paid_increase > 0:
-                payments.append(_payment_row(rec, paid_increase, today, source, now))
-            if rec.status is not InvoiceStatus.OPEN:
-                close_invoice_escalations(session, iid, reason=f"invoice {rec.status.value}",
-                                          actor=actor, now=now)
-                summary.invoices_closed.append(iid)
-            refresh.add(iid)
+    for iid, row_inv in _with_rows(session, t.Invoice, list(by_id)):
+        rec = by_id[iid]
+        values = _invoice_values(rec)
+        today = customer_today(contexts[rec.customer_id].timezone, now)
+        if row_inv is None:
+            created.append(rec)
+            event("invoice.created", "invoice", iid, None, _jsonable(values))
+            if rec.amount_paid > 0:
+                payments.append(_payment_row(rec, values["amount_paid_minor"], today,
+                                             source, now))
+            continue
+        before, after = _diff(row_inv, values, _INVOICE_FIELDS)
+        if not before:
+            summary.invoices_unchanged += 1
+            continue
+        if row_inv.status == InvoiceStatus.PAID.value and rec.status is InvoiceStatus.OPEN:
+            # Forward-only: a stale export never reopens an invoice we know is paid.
+            summary.invoices_unchanged += 1
+            continue
+        paid_increase = values["amount_paid_minor"] - row_inv.amount_paid_minor
+        for k, v in after.items():
+            setattr(row_inv, k, v)
+        row_inv.updated_at = now
+        session.add(row_inv)
+        summary.invoices_updated += 1
+        event("invoice.updated", "invoice", iid, _jsonable(before), _jsonable(after))
+        if paid_increase > 0:
+            payments.append(_payment_row(rec, paid_increase, today, source, now))
+        if rec.status is not InvoiceStatus.OPEN:
+            close_invoice_escalations(session, iid, reason=f"invoice {rec.status.value}",
+                                      actor=actor, now=now)
+            summary.invoices_closed.append(iid)
+        refresh.add(iid)
     session.flush()
 
     states = new_invoice_states(session, created, contexts)
@@ -209,6 +201,15 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
     refresh_next_actions(session, policy, sorted(refresh))
     append_events(session, events)
     return summary
+
+
+def _with_rows(session: Session, model: type[Any],
+               ids: list[str]) -> Iterator[tuple[str, Any | None]]:
+    """Each id with its stored row (None when new), read 500 ids at a time."""
+    for batch in chunks(ids):
+        rows = {r.id: r for r in session.exec(select(model).where(col(model.id).in_(batch)))}
+        for i in batch:
+            yield i, rows.get(i)
 
 
 def _stored_contexts(session: Session, ids: set[str]) -> dict[str, CustomerContext]:

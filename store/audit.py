@@ -111,35 +111,10 @@ def append_event(
 
     The lock is held until the caller commits, so keep the transaction short after this.
     """
-    at_utc = _as_utc(at)
-    before_n = _normalized(before)
-    after_n = _normalized(after)
-    prev_hash = _lock_head(session)
-    digest = event_hash(
-        prev_hash=prev_hash,
-        at=at_utc,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before_n,
-        after=after_n,
-    )
-    event = AuditEvent(
-        at=at_utc,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=None if before_n is None else canonical_json(before_n),
-        after=None if after_n is None else canonical_json(after_n),
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-    session.add(event)
-    session.flush()
-    session.exec(update(Meta).where(col(Meta.key) == AUDIT_HEAD_KEY).values(value=digest))
-    return event
+    [digest] = _append(session, [EventIn(actor=actor, action=action, entity_type=entity_type,
+                                         entity_id=entity_id, at=at, before=before,
+                                         after=after)])
+    return session.exec(select(AuditEvent).where(col(AuditEvent.hash) == digest)).one()
 
 
 @dataclass(frozen=True)
@@ -161,8 +136,11 @@ def append_events(session: Session, events: Sequence[EventIn]) -> int:
     The chain is the same as `append_event` called once per event: each hash covers its
     predecessor's.
     """
-    if not events:
-        return 0
+    return len(_append(session, events)) if events else 0
+
+
+def _append(session: Session, events: Sequence[EventIn]) -> list[str]:
+    """Chain `events` after the current head, insert them, move the head; their hashes."""
     prev_hash = _lock_head(session)
     rows: list[dict[str, Any]] = []
     for e in events:
@@ -181,7 +159,7 @@ def append_events(session: Session, events: Sequence[EventIn]) -> int:
         prev_hash = digest
     session.execute(insert(AuditEvent), rows)
     session.exec(update(Meta).where(col(Meta.key) == AUDIT_HEAD_KEY).values(value=prev_hash))
-    return len(rows)
+    return [r["hash"] for r in rows]
 
 
 @dataclass(frozen=True)
