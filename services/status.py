@@ -7,6 +7,8 @@ so one lookup stays well under 50 ms at 100k customers.
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +32,7 @@ MAX_QUERY = 200
 SURE = 80.0  # a single fuzzy match at or above this score is taken as the customer
 CLOSE = 8.0  # ... unless another name scores within this many points
 SHOWN = 60.0  # candidates below this are not worth listing
+MAX_CANDIDATES = 3000  # names scored in full per query (picked by the token index)
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,19 @@ class Match:
 
 @dataclass
 class CustomerIndex:
-    """Names of every customer, rebuilt when the customers' version in `meta` changes."""
+    """Names of every customer, rebuilt when the customers' version in `meta` changes.
+
+    Scoring every name with WRatio costs ~100 ms at 100k customers, so a token index picks
+    candidates first: names sharing a word with the query, a word it starts (someone still
+    typing), or a word within a typo of it. Only those are scored.
+    """
 
     version: str | None = None
     ids: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    postings: dict[str, list[int]] = field(default_factory=dict)
+    vocabulary: list[str] = field(default_factory=list)  # sorted, for prefix ranges
 
     def refresh(self, session: Session) -> None:
         version = get_meta(session, CUSTOMERS_VERSION_KEY) or "0"
@@ -62,7 +72,41 @@ class CustomerIndex:
         self.ids = [r[0] for r in rows]
         self.names = [r[1] for r in rows]
         self.keys = [utils.default_process(n) for n in self.names]
+        postings: dict[str, list[int]] = defaultdict(list)
+        for i, key in enumerate(self.keys):
+            for token in set(key.split()):
+                postings[token].append(i)
+        self.postings = dict(postings)
+        self.vocabulary = sorted(postings)
         self.version = version
+
+    def candidates(self, key: str, limit: int = MAX_CANDIDATES) -> list[int]:
+        """Indexes of the names worth scoring, those matching most query words first."""
+        groups: list[tuple[int, set[str]]] = []
+        for token in set(key.split()):
+            words = set(self._prefixed(token))
+            if len(token) >= 3:
+                words.update(w for w, _, _ in process.extract(
+                    token, self.vocabulary, scorer=fuzz.ratio, limit=10, score_cutoff=75))
+            groups.append((sum(len(self.postings[w]) for w in words), words))
+        hits: dict[int, int] = defaultdict(int)
+        # Rare words first; a very common one ("inc", "gmbh") only ranks names already found.
+        for size, words in sorted(groups, key=lambda g: g[0]):
+            boost_only = bool(hits) and size > len(self.ids) // 10
+            for w in words:
+                for i in self.postings[w]:
+                    if not boost_only or i in hits:
+                        hits[i] += 1
+        return heapq.nlargest(limit, hits, key=hits.__getitem__)
+
+    def _prefixed(self, token: str, most: int = 50) -> list[str]:
+        start = bisect_left(self.vocabulary, token)
+        out: list[str] = []
+        for word in self.vocabulary[start:start + most]:
+            if not word.startswith(token):
+                break
+            out.append(word)
+        return out
 
 
 def find_customer(session: Session, query: str, index: CustomerIndex | None = None) -> Match:
@@ -83,10 +127,11 @@ def find_customer(session: Session, query: str, index: CustomerIndex | None = No
     key = utils.default_process(q)
     if not key:
         raise NotFoundError(f"no customer matches {query!r}")
-    hits = process.extract(key, index.keys, scorer=fuzz.WRatio, processor=None, limit=6,
-                           score_cutoff=SHOWN)
-    cands = tuple(Candidate(index.ids[i], index.names[i], round(score, 1))
-                  for _, score, i in hits)
+    pool = index.candidates(key)
+    hits = process.extract(key, [index.keys[i] for i in pool], scorer=fuzz.WRatio,
+                           processor=None, limit=6, score_cutoff=SHOWN)
+    cands = tuple(Candidate(index.ids[pool[j]], index.names[pool[j]], round(score, 1))
+                  for _, score, j in hits)
     if not cands:
         raise NotFoundError(f"no customer matches {query!r}; try part of the name or the id")
     best = cands[0]
