@@ -441,6 +441,20 @@ def pay(ctx: typer.Context, invoice: str,
     typer.echo(out.message)
 
 
+@app.command()
+def touch(ctx: typer.Context, invoice: str,
+          summary: Annotated[str, typer.Option(help="what was said or agreed")],
+          channel: Annotated[str, typer.Option(help="email, call, meeting, letter, portal, "
+                                               "other")] = "call") -> None:
+    """Log a contact with the customer made outside the bot (shown as the last touch)."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        out = guarded(lambda: actions.record_touch(
+            session, c.policy, invoice=invoice, channel=channel, summary=summary,
+            actor=c.actor, now=c.now()))
+    typer.echo(out.message)
+
+
 @app.command("demo")
 def demo_cmd(ctx: typer.Context,
              seed: Annotated[int, typer.Option(help="same seed and date, same ledger")] = 7,

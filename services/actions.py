@@ -229,3 +229,21 @@ def record_payment(session: Session, policy: Policy, *, invoice: str, amount: De
 
 def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
+
+
+TOUCH_CHANNELS = ("email", "call", "meeting", "letter", "portal", "other")
+
+
+def record_touch(session: Session, policy: Policy, *, invoice: str, channel: str,
+                 summary: str, actor: Actor, now: datetime) -> Outcome:
+    """Log a contact with the customer made outside the bot (a call, a meeting, a letter)."""
+    if channel not in TOUCH_CHANNELS:
+        raise ServiceError(f"channel {channel!r} must be one of: {', '.join(TOUCH_CHANNELS)}")
+    inv = _open_invoice(session, invoice)
+    summary = _text(summary, "the summary")
+    session.add(t.Touch(invoice_id=inv.id, customer_id=inv.customer_id, channel=channel,
+                        step=None, occurred_at=now, summary=summary, actor=actor.id))
+    session.flush()
+    audit(session, actor=actor, action="touch.recorded", entity="invoice", entity_id=inv.id,
+          at=now, after={"channel": channel, "summary": summary})
+    return Outcome(f"Logged a {channel} on invoice {inv.number}: {summary}")

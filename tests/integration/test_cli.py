@@ -116,6 +116,12 @@ def test_actions_from_the_command_line(tmp_path: Path) -> None:
     assert code == 1 and "no invoice 'INV-404'" in err
     code, out, err = run(db, "snooze", "northwind", "--until", "2099-01-01", "--reason", "x")
     assert code == 1 and "longer than 180 days" in err
+    code, out, err = run(db, "touch", "INV-5004", "--summary", "AP says cheque run Friday")
+    assert code == 0 and "Logged a call" in out
+    code, out, err = run(db, "touch", "INV-5004", "--summary", "x", "--channel", "pigeon")
+    assert code == 1 and "must be one of" in err
+    code, out, _ = run(db, "status", "contoso", "--format", "json", "--date", "2026-11-24")
+    assert json.loads(out)["invoices"][0]["last_touch"]["summary"] == "AP says cheque run Friday"
     code, out, err = run(db, "pay", "INV-5003", "--amount", "1200")
     assert code == 0 and "paid in full" in out
     code, out, _ = run(db, "audit", "verify")
