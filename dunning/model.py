@@ -7,7 +7,7 @@ objects already expressed in the customer's own time zone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -184,6 +184,7 @@ class InvoiceState:
     dispute: Dispute | None = None  # an open dispute, if any
     snoozed_until: date | None = None  # customer or owner snooze; cards resume on this date
     history: PaymentHistory = field(default_factory=PaymentHistory)
+    payment_link: str | None = None
 
     @property
     def amount_due(self) -> Decimal:
@@ -246,3 +247,64 @@ class InvoiceRecord:
     paid_date: date | None = None
     payment_link: str | None = None
     payment_failed_on: date | None = None
+
+
+class EscalationState(StrEnum):
+    """Where one escalation card stands; a handled card never goes back to proposed."""
+
+    PROPOSED = "proposed"  # created by the cycle, not yet posted
+    POSTED = "posted"  # on Slack, waiting for a person
+    APPROVED = "approved"  # draft approved: the message is in the outbox
+    REJECTED = "rejected"  # draft rejected with a reason: nothing is sent
+    SENT = "sent"  # the customer message went out
+    DONE = "done"  # an owner task or finance decision was handled
+    SKIPPED = "skipped"
+    CLOSED = "closed"  # the invoice was paid, voided or written off
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (EscalationState.PROPOSED, EscalationState.POSTED)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One step taken for one invoice, as a card shows it."""
+
+    id: int
+    invoice_id: str
+    step: str
+    kind: Kind
+    tone: Tone | None
+    approval: Approval | None
+    channel: Channel
+    lane: Lane
+    days_past_due: int
+    scheduled_on: date
+    reasons: tuple[str, ...]
+    owner: str | None
+    state: EscalationState
+    plan_date: date
+    handled_by: str | None = None
+    handled_at: datetime | None = None
+    note: str | None = None  # why it was rejected, what finance decided
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A customer message waiting for approval; `note` says why a fallback was used."""
+
+    subject: str
+    body: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    source: str = "template"  # template | llm
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Touch:
+    at: datetime
+    channel: str
+    summary: str
+    actor: str

@@ -225,6 +225,7 @@ def load_states(session: Session, invoice_ids: Collection[str]) -> dict[str, Inv
                 dispute=None if dispute_row is None else _dispute(dispute_row),
                 snoozed_until=max(snoozes) if snoozes else None,
                 history=histories[customer.id],
+                payment_link=invoice.payment_link,
             )
     return states
 
@@ -260,7 +261,7 @@ def new_invoice_states(
             invoice_id=r.invoice_id, number=r.number, customer=c, issue_date=r.issue_date,
             due_date=r.due_date, currency=r.currency, amount=r.amount,
             amount_paid=r.amount_paid, status=r.status, payment_failed_on=r.payment_failed_on,
-            snoozed_until=max(snoozes) if snoozes else None,
+            snoozed_until=max(snoozes) if snoozes else None, payment_link=r.payment_link,
         ))
     return out
 

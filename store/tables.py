@@ -209,6 +209,7 @@ class Escalation(StoreModel, table=True):
     handled_at: datetime | None = _timestamp(nullable=True)
     slack_channel: str | None = None
     slack_ts: str | None = None  # with slack_channel: lets the card be updated in place
+    note: str | None = _text(None, nullable=True)  # a rejection reason, a finance decision
 
 
 class Draft(StoreModel, table=True):

@@ -1,0 +1,144 @@
+"""Slack as the services see it: post and update cards, find people, upload a chart.
+
+The real `slack_sdk.WebClient` underneath (its base URL from SLACK_API_URL, so a proxy or
+the local sandbox can stand in); rate limits are retried by slack_sdk's own handler
+honouring Retry-After; every Slack error becomes a ConnectorError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from connectors.errors import (
+    AuthError,
+    ConnectorError,
+    DataError,
+    RateLimitedError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SYSTEM = "slack"
+_AUTH_ERRORS = {"not_authed", "invalid_auth", "account_inactive", "token_revoked",
+                "token_expired", "missing_scope", "not_allowed_token_type"}
+
+
+class Messenger(Protocol):
+    """What services need from a chat system."""
+
+    def post(self, channel: str, *, blocks: list[dict[str, Any]], text: str,
+             thread_ts: str | None = None) -> tuple[str, str]: ...
+
+    def update(self, channel: str, ts: str, *, blocks: list[dict[str, Any]],
+               text: str) -> None: ...
+
+    def user_id_for(self, email: str) -> str | None: ...
+
+    def email_of(self, user_id: str) -> str | None: ...
+
+    def dm_channel(self, user_id: str) -> str: ...
+
+    def upload_png(self, channel: str, *, content: bytes, filename: str, title: str,
+                   comment: str | None = None) -> None: ...
+
+
+def make_client(token: str, base_url: str | None, *, max_retries: int = 3) -> WebClient:
+    client = WebClient(token=token, base_url=base_url or WebClient.BASE_URL, timeout=10)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=max_retries))
+    client.retry_handlers.append(ConnectionErrorRetryHandler(max_retry_count=max_retries))
+    return client
+
+
+def translate(call: Callable[[], T]) -> T:
+    """Run a Slack call; raise the project's ConnectorError kinds, never SlackApiError."""
+    try:
+        return call()
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "unknown_error"))
+        status = exc.response.status_code
+        if status == 429 or error == "ratelimited":
+            after = exc.response.headers.get("Retry-After") or exc.response.headers.get(
+                "retry-after")
+            raise RateLimitedError(SYSTEM, "rate limited", float(after) if after else None) \
+                from exc
+        if error in _AUTH_ERRORS:
+            raise AuthError(SYSTEM, f"{error}: check SLACK_BOT_TOKEN and the app's scopes") \
+                from exc
+        if status >= 500:
+            raise UnavailableError(SYSTEM, f"HTTP {status} ({error})") from exc
+        raise DataError(SYSTEM, error) from exc
+    except SlackClientError as exc:
+        raise UnavailableError(SYSTEM, exc.__class__.__name__) from exc
+    except OSError as exc:  # connection refused, timeouts from urllib
+        raise UnavailableError(SYSTEM, f"{exc.__class__.__name__}: {exc}") from exc
+
+
+@dataclass
+class SlackMessenger:
+    """Messenger over a WebClient, caching email <-> user id lookups for the process."""
+
+    client: WebClient
+    _ids: dict[str, str | None] = field(default_factory=dict)
+    _emails: dict[str, str | None] = field(default_factory=dict)
+    _dms: dict[str, str] = field(default_factory=dict)
+
+    def post(self, channel: str, *, blocks: list[dict[str, Any]], text: str,
+             thread_ts: str | None = None) -> tuple[str, str]:
+        resp = translate(lambda: self.client.chat_postMessage(
+            channel=channel, blocks=blocks, text=text, thread_ts=thread_ts,
+            unfurl_links=False, unfurl_media=False))
+        return str(resp["channel"]), str(resp["ts"])
+
+    def update(self, channel: str, ts: str, *, blocks: list[dict[str, Any]], text: str) -> None:
+        translate(lambda: self.client.chat_update(channel=channel, ts=ts, blocks=blocks,
+                                                  text=text))
+
+    def user_id_for(self, email: str) -> str | None:
+        key = email.lower()
+        if key not in self._ids:
+            try:
+                resp = translate(lambda: self.client.users_lookupByEmail(email=key))
+            except DataError:  # users_not_found: an owner without a Slack account
+                self._ids[key] = None
+            else:
+                user_id = str(resp["user"]["id"])
+                self._ids[key] = user_id
+                self._emails[user_id] = key
+        return self._ids[key]
+
+    def email_of(self, user_id: str) -> str | None:
+        if user_id not in self._emails:
+            try:
+                resp = translate(lambda: self.client.users_info(user=user_id))
+            except DataError:
+                self._emails[user_id] = None
+            else:
+                email = resp["user"].get("profile", {}).get("email")
+                self._emails[user_id] = email.lower() if email else None
+        return self._emails[user_id]
+
+    def dm_channel(self, user_id: str) -> str:
+        if user_id not in self._dms:
+            resp = translate(lambda: self.client.conversations_open(users=user_id))
+            self._dms[user_id] = str(resp["channel"]["id"])
+        return self._dms[user_id]
+
+    def upload_png(self, channel: str, *, content: bytes, filename: str, title: str,
+                   comment: str | None = None) -> None:
+        translate(lambda: self.client.files_upload_v2(
+            channel=channel, content=content, filename=filename, title=title,
+            initial_comment=comment))
+
+
+__all__ = ["ConnectorError", "Messenger", "SlackMessenger", "make_client", "translate"]
