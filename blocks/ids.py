@@ -20,7 +20,7 @@ class ActionId(StrEnum):
     REASSIGN = "esc_reassign"  # button: open the reassign modal
     CALL_OUTCOME = "esc_call"  # button: open the call-outcome modal
     DONE = "esc_done"  # button: mark an owner task done
-    FINANCE_DECISION = "esc_finance"  # static_select on critical cards (value: decision)
+    FINANCE_DECISION = "esc_finance"  # static_select (value: decision; id in the block_id)
     STATUS_PICK = "status_pick"  # button in a "several customers match" answer (value: id)
     OPEN_CARD = "open_card"  # link-style button on App Home (value: escalation id)
 

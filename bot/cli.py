@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from slack_sdk import WebClient
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bot.app import build_app
+from bot.deps import Deps, build_deps
+from bot.jobs import post_cards
 from bot.settings import Settings, SettingsError, load_settings
+from bot.web import build_web
 from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
+from connectors.slack import SlackMessenger, make_client
 from dunning.calendar import local_date
 from dunning.money import format_money
 from dunning.policy import Policy
@@ -285,6 +291,13 @@ def cycle(ctx: typer.Context, date_: DateOpt = None,
         typer.echo(f"({result.already_done} step(s) were already escalated: nothing repeated)")
     if c.settings.slack_bot_token is None:
         typer.echo("(Slack is not configured: escalations are stored and printed, not posted)")
+        return
+    deps, _, _ = guarded(lambda: _slack_deps(c))
+    posted = post_cards(deps)
+    typer.echo(f"posted {posted.posted} card(s) to Slack"
+               + (f"; {len(posted.failed)} not posted (tried again next run): "
+                  + "; ".join(f"#{i}: {why}" for i, why in posted.failed[:5])
+                  if posted.failed else ""))
 
 
 def _resolve_customer(session: Session, query: str) -> str:
@@ -481,6 +494,33 @@ def demo_cmd(ctx: typer.Context,
     _print_plan(result, format_, title="today's plan")
     if format_ is Format.table:
         typer.echo("\nnext: `dunning status acme`, `dunning cycle`, `dunning plan --format json`")
+
+
+def _slack_deps(c: Ctx) -> tuple[Deps, WebClient, str]:
+    token, secret = c.settings.require_slack()
+    client = make_client(token.get_secret_value(), c.settings.slack_api_url)
+    deps = build_deps(c.settings, SlackMessenger(client), engine=c.ready())
+    return deps, client, secret.get_secret_value()
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port (the Procfile passes $PORT)")] = 3000
+          ) -> None:
+    """The web process: Slack events at /slack/events and /healthz (Socket Mode when
+    SLACK_APP_TOKEN is set)."""
+    c = _ctx(ctx)
+    deps, client, secret = guarded(lambda: _slack_deps(c))
+    bolt = build_app(deps, client, signing_secret=secret)
+    if c.settings.slack_app_token is not None:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        typer.echo("Socket Mode: connecting to Slack (no public URL needed)")
+        SocketModeHandler(bolt, c.settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
+        return
+    import uvicorn
+    uvicorn.run(build_web(bolt, deps), host=host, port=port, log_level="info",
+                proxy_headers=True)
 
 
 @audit_app.command("verify")

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str | None = None
+    # Who may act: comma-separated Slack user ids (U...) or emails.
+    dunning_finance_users: str = ""
+    dunning_manager_users: str = ""
+    # Where each owner's cards go: "dana@example.com=#ar-dana,sam@example.com=C0123"; an
+    # owner without an entry gets a DM.
+    dunning_owner_channels: str = ""
+    dunning_digest_channel: str | None = None
+    dunning_sender_name: str = "Accounts Receivable"
 
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -68,6 +76,28 @@ class Settings(BaseSettings):
         if not is_supported_country(v.upper()):
             raise ValueError(f"{v!r} is not a supported ISO 3166-1 alpha-2 country code")
         return v.upper()
+
+    def owner_channels(self) -> dict[str, str]:
+        """DUNNING_OWNER_CHANNELS parsed: owner email (lower case) -> channel id or name."""
+        out: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in self.dunning_owner_channels.split(","))):
+            email, sep, channel = item.partition("=")
+            if not sep or "@" not in email or not channel.strip():
+                raise SettingsError(f"DUNNING_OWNER_CHANNELS: {item!r} is not "
+                                    "'owner@example.com=#channel'")
+            out[email.strip().lower()] = channel.strip()
+        return out
+
+    @staticmethod
+    def _people(raw: str) -> frozenset[str]:
+        return frozenset(x.strip().lower() if "@" in x else x.strip()
+                         for x in raw.split(",") if x.strip())
+
+    def finance_users(self) -> frozenset[str]:
+        return self._people(self.dunning_finance_users)
+
+    def manager_users(self) -> frozenset[str]:
+        return self._people(self.dunning_manager_users)
 
     def load_policy(self) -> Policy:
         """The default policy, overridden by the TOML file named in DUNNING_POLICY."""

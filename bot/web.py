@@ -1,0 +1,50 @@
+"""The web process: Slack events at /slack/events, /healthz, served by uvicorn.
+
+Bolt's sync dispatch runs in a worker thread so one slow listener never blocks the event
+loop for every other request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio.to_thread
+from slack_bolt import App
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.deps import Deps
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1_000_000  # Slack payloads are far smaller; refuse anything bigger
+
+
+def build_web(app: App, deps: Deps) -> Starlette:
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return Response("payload too large", status_code=413)
+        bolt_request = to_bolt_request(request, body)
+        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
+        return to_starlette_response(bolt_response)
+
+    async def healthz(request: Request) -> Response:
+        def check() -> None:
+            with deps.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        try:
+            await anyio.to_thread.run_sync(check)
+        except Exception as exc:  # report, do not raise: this is the health endpoint
+            log.warning("health check failed: %s", exc.__class__.__name__)
+            return JSONResponse({"status": "error", "database": "unreachable"},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return Starlette(routes=[
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])

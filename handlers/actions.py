@@ -1,0 +1,180 @@
+"""Buttons and menus on escalation cards: ack, check, then open a modal or act at once.
+
+Refusals (not allowed, already handled) are ephemeral and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
+
+from blocks.cards import CardData
+from slack_bolt import Ack, App, BoltContext, Respond
+from slack_sdk import WebClient
+
+from blocks import modals
+from blocks.ids import ActionId, FinanceDecision
+from bot.deps import Deps
+from dunning.model import Approval, Kind
+from handlers.common import deps_of, escalation_id_from, person_of, update_card
+from services.cards import Card, load_card, mark_done, may_act
+from services.common import ServiceError
+from services.posting import owner_label
+from store.engine import session_scope
+
+log = logging.getLogger(__name__)
+View = dict[str, Any]
+ModalBuilder = Callable[[Deps, Card, dict[str, Any]], View]
+
+
+def quarter_end(day: date) -> date:
+    """The last day of `day`'s calendar quarter."""
+    first_of_next = date(day.year + (day.month > 9), (((day.month - 1) // 3 + 1) * 3) % 12 + 1, 1)
+    return first_of_next - timedelta(days=1)
+
+
+def _card_data(deps: Deps, card: Card) -> CardData:
+    return CardData(escalation=card.escalation, invoice=card.invoice, others=card.others,
+                    risk=card.risk, draft=card.draft, last_touch=card.last_touch,
+                    owner_label=owner_label(deps.messenger, card.escalation.owner))
+
+
+def _where(body: dict[str, Any]) -> dict[str, str | None]:
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    return {"channel": channel, "ts": container.get("message_ts")}
+
+
+def _checked_card(deps: Deps, body: dict[str, Any], respond: Respond, *,
+                  finance_only: Callable[[Card], bool]) -> Card | None:
+    """The clicked card when the clicker may act on it; else an ephemeral refusal."""
+    eid = escalation_id_from(body["actions"][0].get("value")
+                             or (body["actions"][0].get("selected_option") or {}).get("value"))
+    if eid is None and body["actions"][0].get("block_id", "").startswith("esc:"):
+        eid = escalation_id_from(body["actions"][0]["block_id"].removeprefix("esc:"))
+    if eid is None:
+        respond(text="This button does not name a card. Nothing was changed.",
+                response_type="ephemeral", replace_original=False)
+        return None
+    try:
+        with session_scope(deps.engine) as s:
+            card = load_card(s, deps.policy, eid, deps.today())
+    except ServiceError as exc:
+        respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        return None
+    if not card.escalation.state.is_open:
+        who = card.escalation.handled_by
+        by = f" by <@{who}>" if who and who.startswith(("U", "W")) else (f" by {who}" if who
+                                                                          else "")
+        respond(text=f"This card was already handled ({card.escalation.state.value}{by}). "
+                     "Nothing was changed.", response_type="ephemeral", replace_original=False)
+        return None
+    person = person_of(deps, body["user"]["id"])
+    if not may_act(deps.roles, person, card, finance_only=finance_only(card)):
+        who = "finance" if finance_only(card) else \
+            "the account's owner or CSM, finance or a manager"
+        respond(text=f"Sorry, only {who} can act on {card.invoice.customer.name}'s invoice "
+                     f"{card.invoice.number}. Nothing was changed.",
+                response_type="ephemeral", replace_original=False)
+        return None
+    return card
+
+
+def _opener(build: ModalBuilder, *, finance_only: Callable[[Card], bool] = lambda _: False
+            ) -> Callable[..., None]:
+    def handle(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext,
+               respond: Respond) -> None:
+        ack()
+        deps = deps_of(context)
+        card = _checked_card(deps, body, respond, finance_only=finance_only)
+        if card is None:
+            return
+        client.views_open(trigger_id=body["trigger_id"], view=build(deps, card, body))
+    return handle
+
+
+def _approve_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    where = _where(body)
+    return modals.build_approve_modal(_card_data(deps, card), channel=where["channel"],
+                                      ts=where["ts"])
+
+
+def _reject_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    return modals.build_reject_modal(card.escalation.id, **_where(body))
+
+
+def _snooze_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    today = deps.today()
+    return modals.build_snooze_modal(card.escalation.id, today=today,
+                                     quarter_end=quarter_end(today), **_where(body))
+
+
+def _dispute_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    return modals.build_dispute_modal(card.escalation.id, amount_due=card.invoice.amount_due,
+                                      currency=card.invoice.currency, **_where(body))
+
+
+def _promise_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    return modals.build_promise_modal(card.escalation.id, today=deps.today(),
+                                      amount_due=card.invoice.amount_due,
+                                      currency=card.invoice.currency, **_where(body))
+
+
+def _reassign_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    return modals.build_reassign_modal(
+        card.escalation.id, current_owner_label=owner_label(deps.messenger,
+                                                            card.escalation.owner),
+        **_where(body))
+
+
+def _call_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    return modals.build_call_outcome_modal(card.escalation.id, **_where(body))
+
+
+def _finance_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
+    selected = (body["actions"][0].get("selected_option") or {}).get("value", "")
+    return modals.build_finance_modal(card.escalation.id, FinanceDecision(selected),
+                                      invoice=card.invoice, **_where(body))
+
+
+def _needs_finance_approval(card: Card) -> bool:
+    return card.escalation.approval is Approval.FINANCE
+
+
+def handle_done(ack: Ack, body: dict[str, Any], context: BoltContext,
+                respond: Respond) -> None:
+    """An owner task marked done: at once, no modal."""
+    ack()
+    deps = deps_of(context)
+    card = _checked_card(deps, body, respond, finance_only=lambda _: False)
+    if card is None:
+        return
+    person = person_of(deps, body["user"]["id"])
+    try:
+        with session_scope(deps.engine) as s:
+            mark_done(s, card, roles=deps.roles, person=person, now=deps.now())
+            card = load_card(s, deps.policy, card.escalation.id, deps.today())
+    except ServiceError as exc:
+        respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        return
+    update_card(deps, card)
+
+
+def register(app: App) -> None:
+    app.action(ActionId.APPROVE.value)(_opener(_approve_modal,
+                                               finance_only=_needs_finance_approval))
+    app.action(ActionId.REJECT.value)(_opener(_reject_modal))
+    app.action(ActionId.SNOOZE.value)(_opener(_snooze_modal))
+    app.action(ActionId.DISPUTE.value)(_opener(_dispute_modal))
+    app.action(ActionId.PROMISE.value)(_opener(_promise_modal))
+    app.action(ActionId.REASSIGN.value)(_opener(_reassign_modal))
+    app.action(ActionId.CALL_OUTCOME.value)(_opener(_call_modal))
+    app.action(ActionId.FINANCE_DECISION.value)(
+        _opener(_finance_modal, finance_only=lambda c: c.escalation.kind is
+                Kind.FINANCE_DECISION))
+    app.action(ActionId.DONE.value)(handle_done)
+
+
+__all__ = ["quarter_end", "register"]

@@ -1,0 +1,127 @@
+"""`/dunning status <customer> | mine | digest | help`, answered ephemerally within the ack.
+
+The answer rides on the ack itself (Slack shows it at once), so it must be ready in well
+under Slack's 3 seconds: status reads one customer's invoices through indexes and the
+fuzzy lookup uses the in-memory customer index.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from blocks.cards import CardData
+from slack_bolt import Ack, App, BoltContext, Respond
+from sqlmodel import col, select
+
+from blocks import status as status_blocks
+from blocks.ids import ActionId
+from bot.deps import Deps
+from dunning.calendar import local_date
+from dunning.model import EscalationState, Lane, Tone
+from handlers.common import deps_of, person_of
+from services.cards import load_card
+from services.common import ServiceError
+from services.posting import owner_label
+from services.status import CustomerStatus, customer_status, find_customer
+from store import tables as t
+from store.engine import session_scope
+
+log = logging.getLogger(__name__)
+MAX_TEXT = 300
+MAX_MINE = 20
+
+
+def status_view(st: CustomerStatus) -> status_blocks.StatusView:
+    return status_blocks.StatusView(
+        customer=st.customer, risk_score=st.risk_score, tone=Tone(st.tone), reasons=st.reasons,
+        sensitive_reasons=st.sensitive_reasons, totals=st.totals, today=st.today,
+        lines=tuple(status_blocks.StatusLine(
+            invoice=line.state, days_past_due=line.days_past_due, lane=Lane(line.lane),
+            next_action_on=line.next_action_on, last_touch=None) for line in st.invoices),
+    )
+
+
+def answer_status(deps: Deps, customer_id: str) -> tuple[list[dict[str, Any]], str]:
+    with session_scope(deps.engine) as s:
+        row = s.get(t.Customer, customer_id)
+        if row is None:
+            raise ServiceError(f"no customer {customer_id!r}")
+        today = local_date(deps.now(), row.timezone)
+        st = customer_status(s, deps.policy, customer_id, today)
+    view = status_view(st)
+    return status_blocks.build_status(view), status_blocks.status_text(view)
+
+
+def _status(deps: Deps, query: str) -> tuple[list[dict[str, Any]], str]:
+    with session_scope(deps.engine) as s:
+        match = find_customer(s, query, deps.customer_index)
+    if match.customer_id is None:
+        candidates = [(c.customer_id, c.name, c.score) for c in match.candidates]
+        return status_blocks.build_choices(query, candidates), \
+            f"Several customers match “{query}”: pick one."
+    return answer_status(deps, match.customer_id)
+
+
+def _mine(deps: Deps, user_id: str) -> tuple[list[dict[str, Any]], str]:
+    person = person_of(deps, user_id)
+    if person.email is None:
+        return status_blocks.build_usage("Your Slack profile has no email, so your cards "
+                                         "cannot be found."), "No email on your profile"
+    with session_scope(deps.engine) as s:
+        ids = list(s.exec(select(t.Escalation.id).where(
+            t.Escalation.owner == person.email.lower(),
+            col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
+                                         EscalationState.POSTED.value]))
+            .order_by(col(t.Escalation.id)).limit(MAX_MINE)))
+        cards = [load_card(s, deps.policy, i, deps.today()) for i in ids if i is not None]
+    label = owner_label(deps.messenger, person.email)
+    data = [CardData(escalation=c.escalation, invoice=c.invoice, others=c.others, risk=c.risk,
+                     draft=c.draft, last_touch=c.last_touch, owner_label=label) for c in cards]
+    return status_blocks.build_mine(data, deps.today()), f"{len(data)} open card(s)"
+
+
+def handle_dunning(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
+    deps = deps_of(context)
+    text = " ".join((command.get("text") or "").split())
+    verb, _, rest = text.partition(" ")
+    verb = verb.lower()
+    try:
+        if len(text) > MAX_TEXT:
+            blocks = status_blocks.build_usage(f"That is {len(text)} characters; a customer "
+                                               "name or id is enough.")
+            reply = "Usage: /dunning status <customer>"
+        elif verb == "status" and rest:
+            blocks, reply = _status(deps, rest)
+        elif verb == "mine" and not rest:
+            blocks, reply = _mine(deps, command["user_id"])
+        elif verb in ("", "help"):
+            blocks, reply = status_blocks.build_usage(None), "Usage: /dunning status <customer>"
+        elif verb == "status":
+            blocks = status_blocks.build_usage("Which customer? e.g. `/dunning status acme`")
+            reply = "Usage: /dunning status <customer>"
+        else:
+            blocks = status_blocks.build_usage(f"I don't know “{verb[:40]}”.")
+            reply = "Usage: /dunning status <customer>"
+    except ServiceError as exc:
+        blocks, reply = status_blocks.build_usage(str(exc)), str(exc)
+    ack(response_type="ephemeral", text=reply, blocks=blocks)
+
+
+def handle_status_pick(ack: Ack, body: dict[str, Any], context: BoltContext,
+                       respond: Respond) -> None:
+    """A customer picked from a "several match" answer: replace it with the status."""
+    ack()
+    deps = deps_of(context)
+    customer_id = str(body["actions"][0].get("value") or "")
+    try:
+        blocks, text = answer_status(deps, customer_id)
+    except ServiceError as exc:
+        respond(text=str(exc), response_type="ephemeral", replace_original=True)
+        return
+    respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
+
+
+def register(app: App) -> None:
+    app.command("/dunning")(handle_dunning)
+    app.action(ActionId.STATUS_PICK.value)(handle_status_pick)

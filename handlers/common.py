@@ -1,0 +1,72 @@
+"""What every listener shares: the deps from Bolt's context, who clicked, card rendering."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from blocks.cards import CardData, build_escalation_card, card_text
+from slack_bolt import BoltContext
+
+from bot.deps import Deps
+from connectors.errors import ConnectorError
+from services.cards import Card, Person
+from services.posting import owner_label
+
+log = logging.getLogger(__name__)
+Blocks = list[dict[str, Any]]
+
+
+def deps_of(context: BoltContext) -> Deps:
+    deps = context.get("deps")
+    assert isinstance(deps, Deps), "the deps middleware is not installed"
+    return deps
+
+
+def person_of(deps: Deps, user_id: str) -> Person:
+    """The Slack user and their email (Slack's profile), for authorization and audit."""
+    try:
+        email = deps.messenger.email_of(user_id)
+    except ConnectorError:
+        email = None
+    return Person(user_id=user_id, email=email)
+
+
+def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Blocks, str]:
+    label = label or owner_label(deps.messenger, card.escalation.owner)
+    handled = card.escalation.handled_by
+    data = CardData(
+        escalation=card.escalation, invoice=card.invoice, others=card.others, risk=card.risk,
+        draft=card.draft, last_touch=card.last_touch, owner_label=label,
+        handled_label=(f"<@{handled}>" if handled and handled.startswith(("U", "W"))
+                       else handled),
+    )
+    return build_escalation_card(data, today=deps.today(),
+                                 tz_label=deps.settings.dunning_timezone), card_text(data)
+
+
+def update_card(deps: Deps, card: Card) -> None:
+    """Re-render the card where it was posted (in place); log, never fail the action."""
+    if not card.channel or not card.ts:
+        return
+    blocks, text = render_card(deps, card)
+    try:
+        deps.messenger.update(card.channel, card.ts, blocks=blocks, text=text)
+    except ConnectorError:
+        log.exception("card %s not updated in place", card.escalation.id)
+
+
+def escalation_id_from(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def metadata(view: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,306 @@
+"""The Slack app end to end: the real web process (uvicorn) receives requests signed exactly
+as Slack signs them; the real Bolt app and WebClient talk to the loopback Slack sandbox;
+approved email goes to a real SMTP server (aiosmtpd).
+
+cycle -> cards posted -> click -> modal -> submit -> ledger -> outbox -> email -> card updated
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import Engine, func
+from sqlmodel import select
+
+from bot.app import build_app
+from bot.deps import Deps, build_deps
+from bot.jobs import post_cards
+from bot.sandbox.slack_api import SlackSandbox
+from bot.settings import load_settings
+from bot.web import build_web
+from connectors.email import SmtpSender
+from connectors.slack import SlackMessenger, make_client
+from services.common import Actor
+from services.delivery import deliver_outbox
+from services.planning import run_cycle
+from store import tables as t
+from store.engine import session_scope
+from tests.integration.test_delivery import Capture, free_port
+from tests.integration.test_services import TODAY, import_samples
+
+SECRET = "test-signing-secret"
+TOKEN = "xoxb-test"
+NOW = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    sandbox: SlackSandbox
+    deps: Deps
+    url: str
+    users: dict[str, str]  # name -> Slack user id
+    db: Engine
+
+    def signed(self, body: bytes, *, ts: int | None = None, secret: str = SECRET,
+               signature: str | None = None, headers: dict[str, str] | None = None
+               ) -> tuple[int, bytes]:
+        stamp = str(ts if ts is not None else int(time.time()))
+        sig = signature if signature is not None else "v0=" + hmac.new(
+            secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+        req = urllib.request.Request(f"{self.url}/slack/events", data=body, method="POST")
+        req.add_header("Content-Type", "application/json" if body.startswith(b"{")
+                       else "application/x-www-form-urlencoded")
+        req.add_header("X-Slack-Request-Timestamp", stamp)
+        if sig:
+            req.add_header("X-Slack-Signature", sig)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def command(self, user: str, text: str) -> tuple[int, dict[str, Any]]:
+        body = urllib.parse.urlencode({
+            "token": "x", "team_id": self.sandbox.team_id, "channel_id": self.sandbox.general_id,
+            "user_id": self.users[user], "command": "/dunning", "text": text,
+            "response_url": self.sandbox.response_url(channel=self.sandbox.general_id,
+                                                      user=self.users[user], message_ts=""),
+            "trigger_id": self.sandbox.issue_trigger_id(self.users[user]),
+        }).encode()
+        status, raw = self.signed(body)
+        return status, (json.loads(raw) if raw.strip() else {})
+
+    def interact(self, payload: dict[str, Any], **kw: Any) -> tuple[int, dict[str, Any]]:
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        status, raw = self.signed(body, **kw)
+        return status, (json.loads(raw) if raw.strip() else {})
+
+    def click(self, user: str, message: Any, action_id: str, *,
+              selected: str | None = None) -> tuple[int, dict[str, Any]]:
+        element = next(e for b in message.blocks if b["type"] == "actions"
+                       for e in b["elements"] if e["action_id"] == action_id)
+        action: dict[str, Any] = {"action_id": action_id, "block_id": "", "type": element["type"],
+                                  "action_ts": "1"}
+        for b in message.blocks:
+            if b["type"] == "actions" and element in b["elements"]:
+                action["block_id"] = b.get("block_id", "")
+        if "value" in element:
+            action["value"] = element["value"]
+        if selected is not None:
+            action["selected_option"] = {"value": selected}
+        return self.interact({
+            "type": "block_actions", "user": {"id": self.users[user]},
+            "team": {"id": self.sandbox.team_id},
+            "trigger_id": self.sandbox.issue_trigger_id(self.users[user]),
+            "container": {"type": "message", "message_ts": message.ts,
+                          "channel_id": message.channel},
+            "channel": {"id": message.channel}, "message": {"ts": message.ts},
+            "response_url": self.sandbox.response_url(channel=message.channel,
+                                                      user=self.users[user],
+                                                      message_ts=message.ts),
+            "actions": [action],
+        })
+
+    def submit(self, user: str, view: Any, values: dict[str, dict[str, Any]],
+               **kw: Any) -> tuple[int, dict[str, Any]]:
+        return self.interact({
+            "type": "view_submission", "user": {"id": self.users[user]},
+            "team": {"id": self.sandbox.team_id},
+            "view": {"id": view.id, "type": "modal", "callback_id": view.callback_id,
+                     "private_metadata": view.private_metadata, "hash": "h",
+                     "state": {"values": values}},
+        }, **kw)
+
+
+def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def world(db: Engine) -> Iterator[World]:
+    import_samples(db)
+    with SlackSandbox(token=TOKEN) as sandbox:
+        users = {
+            "dana": sandbox.add_user("dana.reyes@example.com", "dana"),
+            "sam": sandbox.add_user("sam.okafor@example.com", "sam"),
+            "fin": sandbox.add_user("fin@example.com", "fin"),
+            "mallory": sandbox.add_user("mallory@example.com", "mallory"),
+        }
+        settings = load_settings(
+            database_url=db.url.render_as_string(hide_password=False),
+            slack_bot_token=TOKEN, slack_signing_secret=SECRET,
+            slack_api_url=sandbox.base_url, dunning_finance_users="fin@example.com",
+            smtp_from="ar@vendor.example")
+        client = make_client(TOKEN, sandbox.base_url)
+        deps = build_deps(settings, SlackMessenger(client), clock=lambda: NOW, engine=db)
+        app = build_app(deps, client, signing_secret=SECRET)
+        server, thread, url = _serve(build_web(app, deps))
+        try:
+            yield World(sandbox, deps, url, users, db)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=5)
+
+
+def cards_posted(w: World) -> dict[str, Any]:
+    with session_scope(w.db) as s:
+        run_cycle(s, w.deps.policy, TODAY, actor=Actor("scheduler"), now=NOW)
+    result = post_cards(w.deps)
+    assert result.failed == [] and result.posted == 4
+    out = {}
+    with session_scope(w.db) as s:
+        for esc in s.exec(select(t.Escalation)):
+            assert esc.slack_channel and esc.slack_ts and esc.state == "posted"
+            msg = next(m for m in w.sandbox.messages(esc.slack_channel) if m.ts == esc.slack_ts)
+            out[esc.invoice_id] = msg
+    return out
+
+
+def test_whole_loop_from_cycle_to_email_and_card_updated(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    nudge = cards["INV-5003"]  # Tailspin, owned by dana: posted to dana's DM
+    assert nudge.channel == w.deps.messenger.dm_channel(w.users["dana"])
+    assert "Tailspin Toys Ltd" in json.dumps(nudge.blocks) and nudge.text
+    status, _ = w.click("dana", nudge, "esc_approve")
+    assert status == 200
+    [modal] = w.sandbox.views()
+    assert modal.callback_id == "v_approve"
+    subject = json.dumps(modal.blocks)
+    assert "2026-0313" in subject
+    status, body = w.submit("dana", modal, {
+        "subject": {"subject_input": {"type": "plain_text_input",
+                                      "value": "Reminder: invoice 2026-0313"}},
+        "body": {"body_input": {"type": "plain_text_input",
+                                "value": "Hello,\nInvoice 2026-0313 for 1,200.00 GBP is due."}},
+    })
+    assert status == 200 and body == {}
+    with session_scope(w.db) as s:
+        item = s.exec(select(t.Outbox)).one()
+        assert item.status == "pending"
+        assert json.loads(item.payload)["subject"] == "Reminder: invoice 2026-0313"
+    updated = [c for c in w.sandbox.calls("chat.update") if c.args.get("ts") == nudge.ts]
+    assert updated and "Approved" in json.dumps(updated[-1].args.get("blocks"))
+    capture = Capture()
+    from aiosmtpd.controller import Controller
+    port = free_port()
+    controller = Controller(capture, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        sent = deliver_outbox(w.db, SmtpSender("127.0.0.1", port), now=NOW)
+    finally:
+        controller.stop()
+    assert len(sent.sent) == 1 and capture.messages[0]["Subject"] == "Reminder: invoice 2026-0313"
+
+
+def test_outsider_is_refused_politely_and_nothing_changes(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    status, _ = w.click("mallory", cards["INV-5003"], "esc_approve")
+    assert status == 200
+    assert w.sandbox.views() == []
+    [reply] = w.sandbox.responses()
+    assert "only" in reply.text.lower() and "nothing was changed" in reply.text.lower()
+    with session_scope(w.db) as s:
+        assert s.exec(select(func.count()).select_from(t.Outbox)).one() == 0
+
+
+def test_finance_approval_is_finance_only(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    acme = cards["INV-5001"]  # pause_warning: finance approves
+    w.click("dana", acme, "esc_approve")
+    assert w.sandbox.views() == []
+    w.click("fin", acme, "esc_approve")
+    assert [v.callback_id for v in w.sandbox.views()] == ["v_approve"]
+
+
+def test_second_submission_says_who_handled_it_and_changes_nothing(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    w.click("dana", cards["INV-5003"], "esc_reject")
+    [modal] = w.sandbox.views()
+    values = {"reason": {"reason_input": {"type": "plain_text_input",
+                                          "value": "customer paid by cheque yesterday"}}}
+    assert w.submit("dana", modal, values) == (200, {})
+    status, body = w.submit("dana", modal, values, headers={"X-Slack-Retry-Num": "1"})
+    assert status == 200 and body["response_action"] == "update"
+    assert "Already handled" in json.dumps(body["view"])
+    with session_scope(w.db) as s:
+        esc = s.exec(select(t.Escalation).where(t.Escalation.invoice_id == "INV-5003")).one()
+        assert esc.state == "rejected" and esc.note == "customer paid by cheque yesterday"
+
+
+@pytest.mark.parametrize("case", ["forged", "stale", "missing"])
+def test_bad_signatures_get_401_and_change_nothing(world: World, case: str) -> None:
+    w = world
+    body = urllib.parse.urlencode({"command": "/dunning", "text": "status acme",
+                                   "user_id": w.users["dana"]}).encode()
+    kw: dict[str, Any] = {
+        "forged": {"secret": "wrong-secret"},
+        "stale": {"ts": int(time.time()) - 6 * 60},
+        "missing": {"signature": ""},
+    }[case]
+    status, _ = w.signed(body, **kw)
+    assert status == 401
+    assert w.sandbox.calls("chat.postMessage") == []
+
+
+def test_status_command_answers_in_the_ack(world: World) -> None:
+    w = world
+    status, body = w.command("sam", "status northwind")
+    assert status == 200 and body["response_type"] == "ephemeral"
+    assert "Northwind Traders GmbH" in json.dumps(body["blocks"])
+    for garbage in ("", "help", "frobnicate", "status", "x" * 5000, "status zzqxv"):
+        status, body = w.command("sam", garbage)
+        assert status == 200 and body.get("blocks"), garbage
+        assert "/dunning status" in json.dumps(body) or "no customer" in json.dumps(body)
+
+
+def test_rate_limited_slack_is_retried_and_the_card_still_posts(world: World) -> None:
+    w = world
+    w.sandbox.fail_next("chat.postMessage", status=429, retry_after=0, times=2)
+    with session_scope(w.db) as s:
+        run_cycle(s, w.deps.policy, TODAY, actor=Actor("scheduler"), now=NOW)
+    result = post_cards(w.deps)
+    assert result.posted == 4 and result.failed == []
+
+
+def test_app_home_shows_the_viewers_queue(world: World) -> None:
+    w = world
+    cards_posted(w)
+    body = json.dumps({
+        "type": "event_callback", "team_id": w.sandbox.team_id, "api_app_id": "A1",
+        "event_id": "Ev1", "event_time": 1,
+        "event": {"type": "app_home_opened", "user": w.users["dana"], "tab": "home",
+                  "channel": "D1", "event_ts": "1.0"},
+    }).encode()
+    status, _ = w.signed(body)
+    assert status == 200
+    home = w.sandbox.home_view(w.users["dana"])
+    assert home is not None
+    text = json.dumps(home.blocks)
+    assert "Your queue (2)" in text and "Tailspin Toys Ltd" in text and "Acme" in text
