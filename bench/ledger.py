@@ -43,7 +43,7 @@ from dunning.model import (
     InvoiceStatus,
     Kind,
 )
-from dunning.money import quantize, to_minor
+from dunning.money import quantize
 from dunning.policy import DEFAULT_POLICY, Policy
 
 # A Thursday, a business day in every country below. Steps count calendar days from a
@@ -408,11 +408,3 @@ def generate(spec: LedgerSpec) -> Iterator[LedgerBatch]:
             end += 1
         yield gen.batch(start + 1, counts[start:end])
         start = end
-
-
-def customer_ids(spec: LedgerSpec) -> list[str]:
-    return [f"C-{n:06d}" for n in range(1, spec.customers + 1)]
-
-
-def minor(amount: Decimal, currency: str) -> int:
-    return to_minor(amount, currency)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, timedelta
 from typing import Any
 
-from blocks.cards import CardData
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from blocks import modals
-from blocks.ids import ActionId, FinanceDecision
+from blocks.cards import CardData
+from blocks.ids import ActionId, FinanceDecision, escalation_id_from_block_id
 from bot.deps import Deps
 from dunning.model import Approval, Kind
 from handlers.common import deps_of, escalation_id_from, person_of, update_card
@@ -27,12 +26,6 @@ from store.engine import session_scope
 log = logging.getLogger(__name__)
 View = dict[str, Any]
 ModalBuilder = Callable[[Deps, Card, dict[str, Any]], View]
-
-
-def quarter_end(day: date) -> date:
-    """The last day of `day`'s calendar quarter."""
-    first_of_next = date(day.year + (day.month > 9), (((day.month - 1) // 3 + 1) * 3) % 12 + 1, 1)
-    return first_of_next - timedelta(days=1)
 
 
 def _card_data(deps: Deps, card: Card) -> CardData:
@@ -50,10 +43,11 @@ def _where(body: dict[str, Any]) -> dict[str, str | None]:
 def _checked_card(deps: Deps, body: dict[str, Any], respond: Respond, *,
                   finance_only: Callable[[Card], bool]) -> Card | None:
     """The clicked card when the clicker may act on it; else an ephemeral refusal."""
-    eid = escalation_id_from(body["actions"][0].get("value")
-                             or (body["actions"][0].get("selected_option") or {}).get("value"))
-    if eid is None and body["actions"][0].get("block_id", "").startswith("esc:"):
-        eid = escalation_id_from(body["actions"][0]["block_id"].removeprefix("esc:"))
+    action = body["actions"][0]
+    # Buttons carry the escalation id as their value; the finance menu's value is the
+    # decision, so its id rides on the actions block's id.
+    eid = escalation_id_from_block_id(action.get("block_id", "")) \
+        if action.get("type") == "static_select" else escalation_id_from(action.get("value"))
     if eid is None:
         respond(text="This button does not name a card. Nothing was changed.",
                 response_type="ephemeral", replace_original=False)
@@ -108,7 +102,8 @@ def _reject_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
 def _snooze_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
     today = deps.today()
     return modals.build_snooze_modal(card.escalation.id, today=today,
-                                     quarter_end=quarter_end(today), **_where(body))
+                                     quarter_end=modals.calendar_quarter_end(today),
+                                     **_where(body))
 
 
 def _dispute_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
@@ -175,6 +170,3 @@ def register(app: App) -> None:
         _opener(_finance_modal, finance_only=lambda c: c.escalation.kind is
                 Kind.FINANCE_DECISION))
     app.action(ActionId.DONE.value)(handle_done)
-
-
-__all__ = ["quarter_end", "register"]

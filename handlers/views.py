@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,7 +18,6 @@ from slack_bolt import Ack, App, BoltContext
 from blocks import modals
 from blocks.ids import BlockId, SnoozePreset, ViewId, input_action
 from bot.deps import Deps
-from handlers.actions import quarter_end
 from handlers.common import deps_of, metadata, person_of, render_card, update_card
 from services import actions as ledger
 from services.cards import (
@@ -126,7 +125,11 @@ def _handler(apply: Submission) -> Callable[..., None]:
 def _approve(deps: Deps, card: Card, person: Person, values: Values,
              meta: dict[str, Any]) -> None:
     subject = _text(values, BlockId.SUBJECT, required=True)
-    body = _text(values, BlockId.BODY, required=True)
+    # A draft longer than a Slack text input (3,000 characters) is shown read-only: the
+    # modal has no body input then, and approving sends the draft as it is.
+    has_body = BlockId.BODY.value in values
+    body = _text(values, BlockId.BODY, required=True) if has_body else \
+        (card.draft.body if card.draft else "")
     with session_scope(deps.engine) as s:
         approve_draft(s, card, roles=deps.roles, person=person, subject=subject, body=body,
                       sender=deps.settings.smtp_from or "ar@example.com", now=deps.now())
@@ -139,22 +142,15 @@ def _reject(deps: Deps, card: Card, person: Person, values: Values,
         reject_draft(s, card, roles=deps.roles, person=person, reason=reason, now=deps.now())
 
 
-def snooze_until(preset: str, picked: date | None, today: date) -> date:
-    if preset == SnoozePreset.THREE_DAYS:
-        return today + timedelta(days=3)
-    if preset == SnoozePreset.ONE_WEEK:
-        return today + timedelta(days=7)
-    if preset == SnoozePreset.QUARTER_END:
-        return quarter_end(today) + timedelta(days=1)  # cards resume the day after
-    if picked is None:
-        raise FieldError(BlockId.DATE, "Pick the date the cards resume")
-    return picked
-
-
 def _snooze(deps: Deps, card: Card, person: Person, values: Values,
             meta: dict[str, Any]) -> None:
-    preset = _text(values, BlockId.PRESET) or SnoozePreset.CUSTOM.value
-    until = snooze_until(preset, _date(values, BlockId.DATE, required=False), deps.today())
+    preset = SnoozePreset(_text(values, BlockId.PRESET) or SnoozePreset.CUSTOM.value)
+    today = deps.today()
+    until = modals.snooze_until(preset, today=today,
+                                quarter_end=modals.calendar_quarter_end(today),
+                                custom=_date(values, BlockId.DATE, required=False))
+    if until is None:
+        raise FieldError(BlockId.DATE, "Pick the date the cards resume")
     reason = _text(values, BlockId.REASON, required=True)
     with session_scope(deps.engine) as s:
         set_aside(s, card, roles=deps.roles, person=person, now=deps.now(),
@@ -231,7 +227,7 @@ def _call(deps: Deps, card: Card, person: Person, values: Values,
 def _finance(deps: Deps, card: Card, person: Person, values: Values,
              meta: dict[str, Any]) -> None:
     decision = str(meta.get("decision") or _text(values, BlockId.DECISION, required=True))
-    note = _text(values, BlockId.NOTE)
+    note = _text(values, BlockId.NOTE, required=decision == "write_off")
     with session_scope(deps.engine) as s:
         decide_finance(s, deps.policy, card, roles=deps.roles, person=person,
                        decision=decision, note=note, now=deps.now())

@@ -304,3 +304,56 @@ def test_app_home_shows_the_viewers_queue(world: World) -> None:
     assert home is not None
     text = json.dumps(home.blocks)
     assert "Your queue (2)" in text and "Tailspin Toys Ltd" in text and "Acme" in text
+
+
+def test_finance_write_off_from_the_critical_card(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    contoso = cards["INV-5004"]  # service_pause: a finance decision
+    w.click("sam", contoso, "esc_finance", selected="write_off")
+    assert w.sandbox.views() == []  # the owner may not decide: finance only
+    w.click("fin", contoso, "esc_finance", selected="write_off")
+    [modal] = w.sandbox.views()
+    assert modal.callback_id == "v_finance"
+    status, body = w.submit("fin", modal, {})
+    assert status == 200 and body["response_action"] == "errors"  # a write-off needs a note
+    status, body = w.submit("fin", modal, {"note": {"note_input": {
+        "type": "plain_text_input", "value": "insolvency filed; agreed with the CFO"}}})
+    assert (status, body) == (200, {})
+    with session_scope(w.db) as s:
+        inv = s.get(t.Invoice, "INV-5004")
+        assert inv is not None and inv.status == "uncollectible" and inv.next_action_on is None
+
+
+def test_snooze_promise_and_dispute_from_cards(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    w.click("sam", cards["INV-5002"], "esc_promise")
+    [promise] = w.sandbox.views()
+    assert w.submit("sam", promise, {
+        "date": {"date_input": {"type": "datepicker", "selected_date": "2026-12-04"}},
+        "amount": {"amount_input": {"type": "plain_text_input", "value": "4,000.00"}},
+    }) == (200, {})
+    w.click("dana", cards["INV-5003"], "esc_snooze")
+    snooze = w.sandbox.views()[-1]
+    assert w.submit("dana", snooze, {
+        "preset": {"preset_input": {"type": "static_select",
+                                    "selected_option": {"value": "1w"}}},
+        "reason": {"reason_input": {"type": "plain_text_input", "value": "AE on PTO"}},
+    }) == (200, {})
+    w.click("fin", cards["INV-5001"], "esc_dispute")
+    dispute = w.sandbox.views()[-1]
+    _status, body = w.submit("fin", dispute, {
+        "category": {"category_input": {"type": "static_select",
+                                        "selected_option": {"value": "pricing"}}},
+        "amount": {"amount_input": {"type": "plain_text_input", "value": "-5"}},
+    })
+    assert body["response_action"] == "errors" and "amount" in body["errors"]
+    with session_scope(w.db) as s:
+        promise_row = s.exec(select(t.Promise).where(t.Promise.invoice_id == "INV-5002")).one()
+        assert str(promise_row.promised_date) == "2026-12-04" and promise_row.amount_minor == 400000
+        snooze_row = s.exec(select(t.Snooze)).one()
+        assert (snooze_row.target, str(snooze_row.until)) == ("C-1003", "2026-12-01")
+        states = {e.invoice_id: e.state for e in s.exec(select(t.Escalation))}
+    assert states["INV-5002"] == "skipped" and states["INV-5003"] == "skipped"
+    assert states["INV-5001"] == "posted"  # the bad amount changed nothing
