@@ -7,9 +7,6 @@ Slack file id is known the digest shows it as an image block.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
 from blocks.cards import STEP_WORDS, step_words
@@ -28,72 +25,21 @@ from blocks.kit import (
     short_date,
     totals_line,
 )
-from dunning.model import Kind, Lane
+from dunning.digest import (
+    AtRisk,
+    DigestView,
+    DisputeItem,
+    PromiseItem,
+    StaleCard,
+    WaitingDecision,
+)
+from dunning.model import Lane
+
+__all__ = ["AtRisk", "DigestView", "DisputeItem", "PromiseItem", "StaleCard",
+           "WaitingDecision", "build_digest", "digest_text", "dso_words"]
 
 LIST_SHOWN = 8  # items per list in the digest
 LIST_BUDGET = 1200  # characters per list
-
-
-@dataclass(frozen=True)
-class WaitingDecision:
-    """An invoice whose next step is a finance decision nobody has taken yet."""
-
-    customer: str
-    invoice_number: str
-    amount: Decimal
-    currency: str
-    days_past_due: int
-
-
-@dataclass(frozen=True)
-class PromiseItem:
-    customer: str
-    invoice_number: str
-    amount: Decimal | None  # None: the promise named no amount
-    currency: str
-    promised_date: date
-
-
-@dataclass(frozen=True)
-class DisputeItem:
-    customer: str
-    invoice_number: str
-    amount: Decimal | None
-    currency: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class StaleCard:
-    """A card nobody acted on for 2+ business days."""
-
-    customer: str
-    step: str
-    owner_label: str  # "<@U123>" or an email
-    age_business_days: int
-    kind: Kind | None = None  # with it, the step reads in words
-
-
-@dataclass(frozen=True)
-class AtRisk:
-    name: str
-    score: int
-    totals: dict[str, Decimal]  # open amount due per currency
-
-
-@dataclass(frozen=True)
-class DigestView:
-    day: date
-    open_by_lane: dict[Lane, dict[str, Decimal]]
-    dso: Decimal | None
-    dso_30_days_ago: Decimal | None
-    finance_waiting: Sequence[WaitingDecision] = ()
-    promises_due_today: Sequence[PromiseItem] = ()
-    broken_promises: Sequence[PromiseItem] = ()
-    new_disputes: Sequence[DisputeItem] = ()
-    stale_cards: Sequence[StaleCard] = ()
-    top_at_risk: Sequence[AtRisk] = ()
-    chart_file_id: str | None = None  # Slack file id of the uploaded DSO chart
 
 
 def build_digest(view: DigestView) -> list[Block]:

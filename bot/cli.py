@@ -21,7 +21,6 @@ from sqlmodel import Session
 
 from bot.app import build_app
 from bot.deps import Deps, build_deps
-from bot.jobs import post_cards
 from bot.settings import Settings, SettingsError, load_settings
 from bot.web import build_web
 from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
@@ -29,6 +28,7 @@ from connectors.slack import SlackMessenger, make_client
 from dunning.calendar import local_date
 from dunning.money import format_money
 from dunning.policy import Policy
+from handlers.jobs import post_cards
 from services import actions, demo
 from services.common import Actor, ServiceError
 from services.importing import upsert_ledger

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from blocks.cards import CardData
 from slack_bolt import Ack, App, BoltContext, Respond
 from sqlmodel import col, select
 
 from blocks import status as status_blocks
+from blocks.cards import CardData
 from blocks.ids import ActionId
 from bot.deps import Deps
 from dunning.calendar import local_date
 from dunning.model import EscalationState, Lane, Tone
 from handlers.common import deps_of, person_of
+from handlers.jobs import post_digest
 from services.cards import load_card
 from services.common import ServiceError
 from services.posting import owner_label
@@ -81,6 +82,18 @@ def _mine(deps: Deps, user_id: str) -> tuple[list[dict[str, Any]], str]:
     return status_blocks.build_mine(data, deps.today()), f"{len(data)} open card(s)"
 
 
+def _digest(deps: Deps, user_id: str) -> tuple[list[dict[str, Any]], str]:
+    """Managers and finance get today's digest now, in their DM."""
+    person = person_of(deps, user_id)
+    if not (person.is_in(deps.roles.managers) or person.is_in(deps.roles.finance)):
+        text = "The digest is for managers and finance (DUNNING_MANAGER_USERS)."
+        return status_blocks.build_usage(text), text
+    channel = deps.messenger.dm_channel(user_id)
+    post_digest(deps, channel)
+    text = "Today's digest is in your DMs."
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}], text
+
+
 def handle_dunning(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
     deps = deps_of(context)
     text = " ".join((command.get("text") or "").split())
@@ -95,6 +108,8 @@ def handle_dunning(ack: Ack, command: dict[str, Any], context: BoltContext) -> N
             blocks, reply = _status(deps, rest)
         elif verb == "mine" and not rest:
             blocks, reply = _mine(deps, command["user_id"])
+        elif verb == "digest" and not rest:
+            blocks, reply = _digest(deps, command["user_id"])
         elif verb in ("", "help"):
             blocks, reply = status_blocks.build_usage(None), "Usage: /dunning status <customer>"
         elif verb == "status":

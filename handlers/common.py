@@ -6,9 +6,9 @@ import json
 import logging
 from typing import Any
 
-from blocks.cards import CardData, build_escalation_card, card_text
 from slack_bolt import BoltContext
 
+from blocks.cards import CardData, build_escalation_card, card_text
 from bot.deps import Deps
 from connectors.errors import ConnectorError
 from services.cards import Card, Person

@@ -27,12 +27,12 @@ from sqlmodel import select
 
 from bot.app import build_app
 from bot.deps import Deps, build_deps
-from bot.jobs import post_cards
 from bot.sandbox.slack_api import SlackSandbox
 from bot.settings import load_settings
 from bot.web import build_web
 from connectors.email import SmtpSender
 from connectors.slack import SlackMessenger, make_client
+from handlers.jobs import post_cards
 from services.common import Actor
 from services.delivery import deliver_outbox
 from services.planning import run_cycle
@@ -357,3 +357,22 @@ def test_snooze_promise_and_dispute_from_cards(world: World) -> None:
         states = {e.invoice_id: e.state for e in s.exec(select(t.Escalation))}
     assert states["INV-5002"] == "skipped" and states["INV-5003"] == "skipped"
     assert states["INV-5001"] == "posted"  # the bad amount changed nothing
+
+
+def test_digest_on_demand_uploads_the_chart_and_posts_the_summary(world: World) -> None:
+    w = world
+    cards_posted(w)
+    status, body = w.command("dana", "digest")
+    assert status == 200 and "for managers and finance" in json.dumps(body)
+    assert w.sandbox.files() == []
+    status, body = w.command("fin", "digest")
+    assert status == 200 and "in your DMs" in json.dumps(body)
+    [chart] = w.sandbox.files()
+    assert chart.filename.startswith("dso-2026-11-24")
+    dm = w.deps.messenger.dm_channel(w.users["fin"])
+    digest = w.sandbox.last_message(dm)
+    assert digest is not None
+    text = json.dumps(digest.blocks)
+    assert "AR digest" in text
+    # Contoso's service pause and Acme's final warning wait on finance.
+    assert "Contoso Pty Ltd" in text and "Acme Corporation" in text
