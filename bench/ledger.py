@@ -7,7 +7,7 @@ customer snoozes). Nothing holds the whole ledger: 1M invoices stream through in
 of about `batch_invoices` open invoices each.
 
 Shape (per 10 open invoices: 1 customer, about 1 paid invoice):
-- customers in 12 countries / time zones / currencies, 50 account executives, 3%
+- customers in 10 countries, 12 time zones, 7 currencies, 50 account executives, 3%
   strategic, 10% autopay, 0.5% do-not-contact; mostly unique company names;
 - open invoices: about 80% current (due within the next 1-90 days, net 14/30/45/60/90
   terms), 20% overdue at every age up to 120 days past due (more young than old ones);

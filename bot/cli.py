@@ -285,19 +285,22 @@ def cycle(ctx: typer.Context, date_: DateOpt = None,
         out = plan_json(plan_view)
         out["already_done"] = result.already_done
         typer.echo(json.dumps(out, indent=2))
-        return
-    _print_plan(plan_view, format_, title="cycle committed")
-    if result.already_done:
-        typer.echo(f"({result.already_done} step(s) were already escalated: nothing repeated)")
+    else:
+        _print_plan(plan_view, format_, title="cycle committed")
+        if result.already_done:
+            typer.echo(f"({result.already_done} step(s) were already escalated: nothing "
+                       "repeated)")
+    # Progress notes go to stderr, so the JSON on stdout stays parseable.
     if c.settings.slack_bot_token is None:
-        typer.echo("(Slack is not configured: escalations are stored and printed, not posted)")
+        typer.echo("(Slack is not configured: escalations are stored and printed, not posted)",
+                   err=format_ is Format.json)
         return
     deps, _, _ = guarded(lambda: _slack_deps(c))
     posted = post_cards(deps)
     typer.echo(f"posted {posted.posted} card(s) to Slack"
                + (f"; {len(posted.failed)} not posted (tried again next run): "
                   + "; ".join(f"#{i}: {why}" for i, why in posted.failed[:5])
-                  if posted.failed else ""))
+                  if posted.failed else ""), err=format_ is Format.json)
 
 
 def _resolve_customer(session: Session, query: str) -> str:

@@ -152,3 +152,20 @@ def test_console_script_runs_the_demo(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "today's plan for 2026-11-24" in proc.stdout
     assert (tmp_path / "dunning.db").exists()
+
+
+def test_cycle_posts_cards_to_slack_and_keeps_json_clean(tmp_path: Path) -> None:
+    from bot.sandbox.slack_api import SlackSandbox
+
+    db = imported(str(tmp_path / "d.db"))
+    with SlackSandbox(token="xoxb-cli") as sandbox:
+        sandbox.add_user("dana.reyes@example.com", "dana")
+        sandbox.add_user("sam.okafor@example.com", "sam")
+        env = {"SLACK_BOT_TOKEN": "xoxb-cli", "SLACK_SIGNING_SECRET": "s",
+               "SLACK_API_URL": sandbox.base_url}
+        code, out, err = run(db, "cycle", "--date", "2026-11-24", "--format", "json", env=env)
+        assert code == 0, err
+        assert len(json.loads(out)["actions"]) == 4
+        assert "posted 4 card(s) to Slack" in err
+        posts = sandbox.calls("chat.postMessage")
+        assert len(posts) == 6  # a header per owner (2) and one card per escalation (4)
