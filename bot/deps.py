@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.engine import Engine
 
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
+from connectors.errors import ConnectorError
 from connectors.slack import Messenger
 from dunning.calendar import local_date
 from dunning.policy import Policy
@@ -39,6 +40,24 @@ class Deps:
         return local_date(self.now(), self.settings.dunning_timezone)
 
 
+def expand_groups(people: frozenset[str], messenger: Messenger) -> frozenset[str]:
+    """Slack user groups (ids starting with S) replaced by their members' user ids.
+
+    Read once at start-up: restart the web process after changing a group's members.
+    """
+    out: set[str] = set()
+    for who in people:
+        if who.startswith("S") and "@" not in who:
+            try:
+                out |= messenger.group_members(who)
+            except ConnectorError as exc:
+                raise SettingsError(f"cannot read Slack user group {who}: {exc} (the app "
+                                    "needs the usergroups:read scope)") from exc
+        else:
+            out.add(who)
+    return frozenset(out)
+
+
 def build_deps(settings: Settings, messenger: Messenger, *,
                clock: Callable[[], datetime] = utc_now, engine: Engine | None = None) -> Deps:
     return Deps(
@@ -46,6 +65,7 @@ def build_deps(settings: Settings, messenger: Messenger, *,
         engine=engine or make_engine(settings.database_url),
         policy=settings.load_policy(),
         messenger=messenger,
-        roles=Roles(finance=settings.finance_users(), managers=settings.manager_users()),
+        roles=Roles(finance=expand_groups(settings.finance_users(), messenger),
+                    managers=expand_groups(settings.manager_users(), messenger)),
         clock=clock,
     )

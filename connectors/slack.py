@@ -49,6 +49,8 @@ class Messenger(Protocol):
 
     def dm_channel(self, user_id: str) -> str: ...
 
+    def group_members(self, group_id: str) -> frozenset[str]: ...
+
     def upload_png(self, channel: str, *, content: bytes, filename: str, title: str,
                    comment: str | None = None) -> None: ...
 
@@ -133,6 +135,12 @@ class SlackMessenger:
             resp = translate(lambda: self.client.conversations_open(users=user_id))
             self._dms[user_id] = str(resp["channel"]["id"])
         return self._dms[user_id]
+
+    def group_members(self, group_id: str) -> frozenset[str]:
+        """User ids in a Slack user group (S...), for roles given as groups."""
+        resp = translate(lambda: self.client.usergroups_users_list(usergroup=group_id))
+        users: list[str] = resp.get("users", [])
+        return frozenset(str(u) for u in users)
 
     def upload_png(self, channel: str, *, content: bytes, filename: str, title: str,
                    comment: str | None = None) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from slack_bolt import BoltContext
 
 from blocks.cards import CardData, build_escalation_card, card_text
+from blocks.kit import escape
+from blocks.limits import BlockLimitError, check_message
 from bot.deps import Deps
 from connectors.errors import ConnectorError
 from services.cards import Card, Person
@@ -42,8 +44,16 @@ def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Block
         handled_label=(f"<@{handled}>" if handled and handled.startswith(("U", "W"))
                        else handled),
     )
-    return build_escalation_card(data, today=deps.today(),
-                                 tz_label=deps.settings.dunning_timezone), card_text(data)
+    blocks, text = build_escalation_card(data, today=deps.today(),
+                                         tz_label=deps.settings.dunning_timezone), card_text(data)
+    try:
+        check_message(blocks, text)
+    except BlockLimitError as exc:
+        # Never post what Slack would refuse: a plain card still reaches the owner.
+        log.error("card %s breaks Slack limits (%s); posting a plain card",
+                  card.escalation.id, "; ".join(exc.problems[:3]))
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)[:2900]}}]
+    return blocks, text
 
 
 def update_card(deps: Deps, card: Card) -> None:

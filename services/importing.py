@@ -131,7 +131,7 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
             rescheduled_customers.add(cid)
         event("customer.updated", "customer", cid, _jsonable(before), _jsonable(after))
     if new_customers:
-        session.execute(insert(t.Customer), new_customers)
+        session.execute(insert(t.Customer).execution_options(render_nulls=True), new_customers)
     summary.customers_created = len(new_customers)
     session.flush()
 
@@ -182,13 +182,13 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
                      "updated_at": now, "next_action_on": next_action_on(state, policy),
                      **_invoice_values(rec)})
         if len(rows) == _INSERT_BATCH:
-            session.execute(insert(t.Invoice), rows)
+            session.execute(insert(t.Invoice).execution_options(render_nulls=True), rows)
             rows = []
     if rows:
-        session.execute(insert(t.Invoice), rows)
+        session.execute(insert(t.Invoice).execution_options(render_nulls=True), rows)
     summary.invoices_created = len(created)
     if payments:
-        session.execute(insert(t.Payment), payments)
+        session.execute(insert(t.Payment).execution_options(render_nulls=True), payments)
     summary.payments_recorded = len(payments)
 
     if rescheduled_customers:

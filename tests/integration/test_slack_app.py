@@ -376,3 +376,39 @@ def test_digest_on_demand_uploads_the_chart_and_posts_the_summary(world: World) 
     assert "AR digest" in text
     # Contoso's service pause and Acme's final warning wait on finance.
     assert "Contoso Pty Ltd" in text and "Acme Corporation" in text
+
+
+def test_concurrent_submissions_have_exactly_one_effect(world: World) -> None:
+    w = world
+    cards = cards_posted(w)
+    w.click("dana", cards["INV-5003"], "esc_approve")
+    [modal] = w.sandbox.views()
+    values = {
+        "subject": {"subject_input": {"type": "plain_text_input", "value": "Reminder"}},
+        "body": {"body_input": {"type": "plain_text_input", "value": "Please pay."}},
+    }
+    results: list[tuple[int, dict[str, Any]]] = []
+    barrier = threading.Barrier(4)
+
+    def submit() -> None:
+        barrier.wait()
+        results.append(w.submit("dana", modal, values))
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=30)
+    assert sorted(status for status, _ in results) == [200, 200, 200, 200]
+    assert sum(1 for _, body in results if body == {}) == 1
+    assert all(body.get("response_action") == "update" for _, body in results if body)
+    with session_scope(w.db) as s:
+        assert s.exec(select(func.count()).select_from(t.Outbox)).one() == 1
+
+
+def test_roles_given_as_a_slack_user_group(world: World, db: Engine) -> None:
+    w = world
+    group = w.sandbox.add_usergroup("ar-managers", [w.users["mallory"]])
+    settings = w.deps.settings.model_copy(update={"dunning_manager_users": group})
+    deps = build_deps(settings, w.deps.messenger, clock=lambda: NOW, engine=db)
+    assert w.users["mallory"] in deps.roles.managers
