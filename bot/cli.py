@@ -24,6 +24,7 @@ from bot.deps import Deps, build_deps
 from bot.settings import Settings, SettingsError, load_settings
 from bot.web import build_web
 from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
+from connectors.email import SmtpSender
 from connectors.slack import SlackMessenger, make_client
 from dunning.calendar import local_date
 from dunning.money import format_money
@@ -31,6 +32,7 @@ from dunning.policy import Policy
 from handlers.jobs import post_cards
 from services import actions, demo
 from services.common import Actor, ServiceError
+from services.delivery import deliver_outbox
 from services.importing import upsert_ledger
 from services.planning import Plan, build_plan, plan_json, run_cycle
 from services.status import Match, customer_status, find_customer, status_json
@@ -504,6 +506,24 @@ def _slack_deps(c: Ctx) -> tuple[Deps, WebClient, str]:
     client = make_client(token.get_secret_value(), c.settings.slack_api_url)
     deps = build_deps(c.settings, SlackMessenger(client), engine=c.ready())
     return deps, client, secret.get_secret_value()
+
+
+@app.command()
+def deliver(ctx: typer.Context,
+            limit: Annotated[int, typer.Option(min=1, max=1000, help="emails at most")] = 50
+            ) -> None:
+    """Send the approved emails waiting in the outbox (SMTP_*), each exactly once."""
+    c = _ctx(ctx)
+    s = c.settings
+    if not s.smtp_host:
+        fail("SMTP_HOST is not set: approved emails wait in the outbox until it is")
+    sender = SmtpSender(s.smtp_host, s.smtp_port, s.smtp_username,
+                        s.smtp_password.get_secret_value() if s.smtp_password else None)
+    result = deliver_outbox(c.ready(), sender, now=c.now(), limit=limit)
+    typer.echo(f"sent {len(result.sent)}, will retry {len(result.retried)}, failed "
+               f"{len(result.failed)}, need a person {len(result.needs_human)}")
+    if result.failed or result.needs_human:
+        raise typer.Exit(1)
 
 
 @app.command()

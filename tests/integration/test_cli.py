@@ -169,3 +169,9 @@ def test_cycle_posts_cards_to_slack_and_keeps_json_clean(tmp_path: Path) -> None
         assert "posted 4 card(s) to Slack" in err
         posts = sandbox.calls("chat.postMessage")
         assert len(posts) == 6  # a header per owner (2) and one card per escalation (4)
+
+
+def test_deliver_without_smtp_says_what_is_missing(tmp_path: Path) -> None:
+    db = imported(str(tmp_path / "d.db"))
+    code, _out, err = run(db, "deliver")
+    assert code == 1 and "SMTP_HOST is not set" in err
