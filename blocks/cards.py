@@ -25,6 +25,7 @@ from blocks.kit import (
     button,
     clip,
     context,
+    customer_flags,
     divider,
     due_words,
     escape,
@@ -278,19 +279,9 @@ def _summary_text(card: CardData) -> str:
 
 
 def _flags(card: CardData) -> str:
-    customer = card.invoice.customer
-    flags: list[str] = []
-    if customer.strategic:
-        flags.append("⭐ strategic account")
-    others = [r for r in card.risk.sensitivity_reasons if r != "strategic account"]
-    if card.risk.sensitive:
-        detail = f": {escape('; '.join(others))}" if others else ""
-        flags.append(f"🔒 sensitive{detail}, nothing is sent without approval")
-    if customer.do_not_contact and not any("do-not-contact" in r for r in others):
-        flags.append("🚫 do-not-contact")
-    if customer.autopay:
-        flags.append("💳 autopay")
-    return clip(" · ".join(flags), 600)
+    note = ", nothing is sent without approval" if card.risk.sensitive else ""
+    return customer_flags(card.invoice.customer, card.risk.sensitivity_reasons
+                          if card.risk.sensitive else (), sensitive_note=note)
 
 
 def _risk_text(risk: RiskAssessment) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from dunning.model import Lane
+from dunning.model import CustomerContext, Lane
 from dunning.money import format_money
 
 Block = dict[str, Any]
@@ -249,3 +249,20 @@ def packed_sections(lines: Sequence[str], *, most: int, budget: int,
     if left > 0:
         sections.append(context(f"_and {left} {more_words}_"))
     return sections
+
+
+def customer_flags(customer: CustomerContext, sensitivity_reasons: tuple[str, ...], *,
+                   sensitive_note: str = "") -> str:
+    """One line of the account's flags: strategic, sensitive (why), do-not-contact, autopay."""
+    flags: list[str] = []
+    if customer.strategic:
+        flags.append("⭐ strategic account")
+    others = [r for r in sensitivity_reasons if r != "strategic account"]
+    if sensitivity_reasons:
+        detail = f": {escape('; '.join(others))}" if others else ""
+        flags.append(f"🔒 sensitive{detail}{sensitive_note}")
+    if customer.do_not_contact and not any("do-not-contact" in r for r in others):
+        flags.append("🚫 do-not-contact")
+    if customer.autopay:
+        flags.append("💳 autopay")
+    return clip(" · ".join(flags), 600)

@@ -20,6 +20,7 @@ from blocks.kit import (
     clip,
     clip_plain,
     context,
+    customer_flags,
     due_words,
     escape,
     header,
@@ -175,18 +176,7 @@ def mine_text(cards: list[CardData]) -> str:
 
 
 def _flags(c: CustomerContext, sensitive_reasons: tuple[str, ...]) -> str:
-    flags: list[str] = []
-    if c.strategic:
-        flags.append("⭐ strategic account")
-    others = [r for r in sensitive_reasons if r != "strategic account"]
-    if sensitive_reasons:
-        detail = f": {escape('; '.join(others))}" if others else ""
-        flags.append(f"🔒 sensitive{detail}")
-    if c.do_not_contact and not any("do-not-contact" in r for r in others):
-        flags.append("🚫 do-not-contact")
-    if c.autopay:
-        flags.append("💳 autopay")
-    return clip(" · ".join(flags), 600)
+    return customer_flags(c, sensitive_reasons)
 
 
 def _status_line(s: StatusLine, today: date) -> str:
