@@ -170,6 +170,71 @@ def build_escalation_card(card: CardData, *, today: date, tz_label: str = "UTC")
     return blocks
 
 
+GROUP_MOST = 10  # escalations per customer card: 2 blocks each, well inside 50 blocks
+
+
+def build_customer_card(cards: list[CardData], *, today: date,
+                        tz_label: str = "UTC") -> list[Block]:
+    """One card for several of a customer's escalations on the same day (a batch of
+    invoices issued together reaches its steps together): a line and an action row per
+    escalation, the totals once. At most GROUP_MOST escalations: the caller splits."""
+    if not cards:
+        raise ValueError("a customer card needs at least one escalation")
+    if len(cards) > GROUP_MOST:
+        raise ValueError(f"at most {GROUP_MOST} escalations per customer card")
+    first = cards[0]
+    customer = first.invoice.customer
+    worst = max(cards, key=lambda c: c.escalation.lane.rank).escalation.lane
+    totals: dict[str, Decimal] = {}
+    for c in cards:
+        totals[c.invoice.currency] = totals.get(c.invoice.currency, Decimal(0)) + \
+            c.invoice.amount_due
+    oldest = max(days_past_due(c.invoice.due_date, today) for c in cards)
+    blocks: list[Block] = [
+        header(f"{LANE_EMOJI[worst]} {customer.name} · {len(cards)} invoices"),
+        section(f"*{len(cards)}* of this customer's invoices need a step today.",
+                fields=[
+                    f"*Amount due*\n{totals_line(totals)}",
+                    f"*Oldest*\n{due_words(oldest)}",
+                    f"*Worst lane*\n{LANE_EMOJI[worst]} {worst.value}",
+                    f"*Owner*\n{clip(label(first.owner_label), 200)}",
+                ]),
+    ]
+    flags = _flags(first)
+    if flags:
+        blocks.append(context(flags))
+    blocks.append(section(_risk_text(first.risk)))
+    for c in cards:
+        esc, inv = c.escalation, c.invoice
+        line = (f"*{escape(one_line(inv.number))}* · {_amount_due(inv)} · "
+                f"{due_words(days_past_due(inv.due_date, today))} · "
+                f"{escape(step_words(esc.step, esc.kind))}")
+        if esc.tone is not None:
+            line += f" · tone *{esc.tone.value}*"
+        if esc.approval is Approval.FINANCE:
+            line += " · needs finance approval"
+        blocks.append(section(clip(line, 2900)))
+        if esc.state.is_open:
+            blocks.append(_actions(esc))
+        else:
+            blocks.append(context(clip(handled_line(c, tz_label=tz_label), 900)))
+    grouped = {c.invoice.invoice_id for c in cards}
+    rest = tuple(o for o in first.others if o.invoice_id not in grouped)
+    if rest:
+        blocks.append(section(_others_text(rest, today=today)))
+    blocks.append(context("Drafts are shown in full when you choose *Approve & send…*"))
+    return blocks
+
+
+def customer_card_text(cards: list[CardData]) -> str:
+    totals: dict[str, Decimal] = {}
+    for c in cards:
+        totals[c.invoice.currency] = totals.get(c.invoice.currency, Decimal(0)) + \
+            c.invoice.amount_due
+    name = escape(one_line(cards[0].invoice.customer.name))
+    return clip(f"{name} · {len(cards)} invoices · {totals_line(totals)} due", 1000)
+
+
 def card_text(card: CardData) -> str:
     """Fallback text (notifications, screen readers): customer, invoice, amount, step."""
     esc, inv = card.escalation, card.invoice

@@ -7,14 +7,23 @@ import logging
 from typing import Any
 
 from slack_bolt import BoltContext
+from sqlmodel import col, select
 
-from blocks.cards import CardData, build_escalation_card, card_text
+from blocks.cards import (
+    CardData,
+    build_customer_card,
+    build_escalation_card,
+    card_text,
+    customer_card_text,
+)
 from blocks.kit import escape
 from blocks.limits import BlockLimitError, check_message
 from bot.deps import Deps
 from connectors.errors import ConnectorError
-from services.cards import Card, Person
+from services.cards import Card, Person, load_card
 from services.posting import owner_label
+from store import tables as t
+from store.engine import session_scope
 
 log = logging.getLogger(__name__)
 Blocks = list[dict[str, Any]]
@@ -35,32 +44,56 @@ def person_of(deps: Deps, user_id: str) -> Person:
     return Person(user_id=user_id, email=email)
 
 
-def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Blocks, str]:
+def card_data(deps: Deps, card: Card, label: str | None = None) -> CardData:
     label = label or owner_label(deps.messenger, card.escalation.owner)
     handled = card.escalation.handled_by
-    data = CardData(
+    return CardData(
         escalation=card.escalation, invoice=card.invoice, others=card.others, risk=card.risk,
         draft=card.draft, last_touch=card.last_touch, owner_label=label,
         handled_label=(f"<@{handled}>" if handled and handled.startswith(("U", "W"))
                        else handled),
     )
-    blocks, text = build_escalation_card(data, today=deps.today(),
-                                         tz_label=deps.settings.dunning_timezone), card_text(data)
+
+
+def _guarded(deps: Deps, blocks: Blocks, text: str, what: str) -> tuple[Blocks, str]:
     try:
         check_message(blocks, text)
     except BlockLimitError as exc:
         # Never post what Slack would refuse: a plain card still reaches the owner.
-        log.error("card %s breaks Slack limits (%s); posting a plain card",
-                  card.escalation.id, "; ".join(exc.problems[:3]))
+        log.error("%s breaks Slack limits (%s); posting a plain card", what,
+                  "; ".join(exc.problems[:3]))
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)[:2900]}}]
     return blocks, text
 
 
+def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Blocks, str]:
+    data = card_data(deps, card, label)
+    blocks = build_escalation_card(data, today=deps.today(),
+                                   tz_label=deps.settings.dunning_timezone)
+    return _guarded(deps, blocks, card_text(data), f"card {card.escalation.id}")
+
+
+def render_group(deps: Deps, cards: list[Card], label: str | None = None
+                 ) -> tuple[Blocks, str]:
+    data = [card_data(deps, c, label) for c in cards]
+    blocks = build_customer_card(data, today=deps.today(),
+                                 tz_label=deps.settings.dunning_timezone)
+    return _guarded(deps, blocks, customer_card_text(data),
+                    f"customer card {cards[0].escalation.id}")
+
+
 def update_card(deps: Deps, card: Card) -> None:
-    """Re-render the card where it was posted (in place); log, never fail the action."""
+    """Re-render the card where it was posted (in place), with the other escalations that
+    share its message; log, never fail the action."""
     if not card.channel or not card.ts:
         return
-    blocks, text = render_card(deps, card)
+    with session_scope(deps.engine) as s:
+        ids = [i for i in s.exec(select(t.Escalation.id).where(
+            t.Escalation.slack_channel == card.channel, t.Escalation.slack_ts == card.ts)
+            .order_by(col(t.Escalation.id))) if i is not None]
+        group = [load_card(s, deps.policy, i, deps.today()) for i in ids] \
+            if len(ids) > 1 else [card]
+    blocks, text = render_group(deps, group) if len(group) > 1 else render_card(deps, card)
     try:
         deps.messenger.update(card.channel, card.ts, blocks=blocks, text=text)
     except ConnectorError:

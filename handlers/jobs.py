@@ -10,7 +10,7 @@ from blocks.cards import build_owner_header
 from blocks.chart import render_dso_chart
 from blocks.digest import build_digest, digest_text
 from bot.deps import Deps
-from handlers.common import render_card
+from handlers.common import render_card, render_group
 from services.cards import Card
 from services.digest import gather_digest
 from services.posting import PostResult, owner_label, post_new_cards
@@ -23,6 +23,9 @@ def post_cards(deps: Deps) -> PostResult:
     def card(c: Card, label: str) -> tuple[list[dict[str, Any]], str]:
         return render_card(deps, c, label)
 
+    def group(cs: list[Card], label: str) -> tuple[list[dict[str, Any]], str]:
+        return render_group(deps, cs, label)
+
     def header(label: str, day: date, count: int,
                totals: dict[str, Decimal]) -> tuple[list[dict[str, Any]], str]:
         blocks = build_owner_header(owner_label=label, day=day, count=count,
@@ -30,7 +33,8 @@ def post_cards(deps: Deps) -> PostResult:
         return blocks, f"{count} escalation(s) for {label} on {day.isoformat()}"
 
     return post_new_cards(
-        deps.engine, deps.policy, deps.messenger, render_card=card, render_header=header,
+        deps.engine, deps.policy, deps.messenger, render_card=card, render_group=group,
+        render_header=header,
         channels=deps.settings.owner_channels(),
         fallback_channel=deps.settings.dunning_digest_channel,
         sender_name=deps.settings.dunning_sender_name, today=deps.today(), now=deps.now())

@@ -3,7 +3,8 @@
 gather: escalations in state `proposed` (a draft made for customer messages); decide: the
 channel per owner (configured map, else a DM to the owner's Slack account, else the
 fallback channel); apply: one short header per owner, one card per escalation, channel and
-ts stored so the card can be updated in place. The renderers come from the caller (the
+ts stored so the card can be updated in place. Several escalations of one customer on the
+same day share one card (up to GROUP_MOST per message). The renderers come from the caller (the
 composition root passes the Block Kit builders), so this module stays free of Slack
 layout. A card that fails to post stays `proposed` and is tried again on the next run.
 """
@@ -29,6 +30,8 @@ from store.engine import session_scope
 log = logging.getLogger(__name__)
 Blocks = list[dict[str, Any]]
 CardRenderer = Callable[[Card, str], tuple[Blocks, str]]  # (card, owner_label) -> blocks, text
+GroupRenderer = Callable[[list[Card], str], tuple[Blocks, str]]  # one customer's cards
+GROUP_MOST = 10  # escalations of one customer per message
 HeaderRenderer = Callable[[str, date, int, dict[str, Decimal]], tuple[Blocks, str]]
 
 
@@ -62,7 +65,8 @@ def channel_for(messenger: Messenger, owner: str | None, *, channels: dict[str, 
 
 
 def post_new_cards(engine: Engine, policy: Policy, messenger: Messenger, *,
-                   render_card: CardRenderer, render_header: HeaderRenderer,
+                   render_card: CardRenderer, render_group: GroupRenderer,
+                   render_header: HeaderRenderer,
                    channels: dict[str, str], fallback_channel: str | None, sender_name: str,
                    today: date, now: datetime) -> PostResult:
     result = PostResult()
@@ -92,15 +96,24 @@ def post_new_cards(engine: Engine, policy: Policy, messenger: Messenger, *,
             messenger.post(channel, blocks=blocks, text=text)
         except ConnectorError as exc:
             log.warning("header for %s not posted: %s", owner, exc)
+        by_customer: dict[str, list[Card]] = defaultdict(list)
         for card in group:
-            try:
-                blocks, text = render_card(card, label)
-                posted_channel, ts = messenger.post(channel, blocks=blocks, text=text)
-            except ConnectorError as exc:
-                result.failed.append((card.escalation.id, str(exc)))
-                continue
-            with session_scope(engine) as session:
-                mark_posted(session, card.escalation.id, channel=posted_channel, ts=ts)
-            result.posted += 1
-            result.channels[posted_channel] = result.channels.get(posted_channel, 0) + 1
+            by_customer[card.invoice.customer.customer_id].append(card)
+        for cards in by_customer.values():
+            # A customer with several steps due today gets one card for them, not many.
+            for start in range(0, len(cards), GROUP_MOST):
+                batch = cards[start:start + GROUP_MOST]
+                try:
+                    blocks, text = (render_card(batch[0], label) if len(batch) == 1
+                                    else render_group(batch, label))
+                    posted_channel, ts = messenger.post(channel, blocks=blocks, text=text)
+                except ConnectorError as exc:
+                    result.failed.extend((c.escalation.id, str(exc)) for c in batch)
+                    continue
+                with session_scope(engine) as session:
+                    for c in batch:
+                        mark_posted(session, c.escalation.id, channel=posted_channel, ts=ts)
+                result.posted += len(batch)
+                result.channels[posted_channel] = result.channels.get(posted_channel, 0) + \
+                    len(batch)
     return result

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -412,3 +412,41 @@ def test_roles_given_as_a_slack_user_group(world: World, db: Engine) -> None:
     settings = w.deps.settings.model_copy(update={"dunning_manager_users": group})
     deps = build_deps(settings, w.deps.messenger, clock=lambda: NOW, engine=db)
     assert w.users["mallory"] in deps.roles.managers
+
+
+def test_a_customer_with_many_steps_today_gets_one_card_per_ten(world: World) -> None:
+    from decimal import Decimal
+
+    from dunning.model import CustomerContext, InvoiceRecord
+    from services.importing import upsert_ledger
+
+    w = world
+    batch = CustomerContext("C-77", "Globex Batch Corp", "US", "America/New_York", "USD",
+                            owner_email="dana.reyes@example.com",
+                            ap_contact_email="ap@globex.example")
+    invoices = [InvoiceRecord(f"INV-77{i:02d}", f"77-{i:02d}", "C-77", date(2026, 10, 20),
+                              date(2026, 11, 19), "USD", Decimal("100.00") * (i + 1))
+                for i in range(12)]
+    with session_scope(w.db) as s:
+        upsert_ledger(s, customers=[batch], invoices=invoices, source="csv",
+                      actor=Actor("test"), now=NOW, policy=w.deps.policy)
+        run_cycle(s, w.deps.policy, TODAY, actor=Actor("scheduler"), now=NOW)
+    result = post_cards(w.deps)
+    assert result.posted == 16 and result.failed == []
+    dm = w.deps.messenger.dm_channel(w.users["dana"])
+    globex = [m for m in w.sandbox.messages(dm) if "Globex Batch Corp" in json.dumps(m.blocks)]
+    assert len(globex) == 2  # 10 + 2 escalations, not 12 cards
+    big = next(m for m in globex if "10 invoices" in json.dumps(m.blocks))
+    rows = [b for b in big.blocks if b["type"] == "actions"]
+    assert len(rows) == 10 and len(big.blocks) <= 50
+    # Reject one row: the whole card is re-rendered in place, the other rows keep buttons.
+    first_reject = next(e for e in rows[0]["elements"] if e["action_id"] == "esc_reject")
+    fake = type("M", (), {"blocks": [rows[0]], "ts": big.ts, "channel": big.channel})
+    w.click("dana", fake, "esc_reject")
+    [modal] = w.sandbox.views()
+    assert w.submit("dana", modal, {"reason": {"reason_input": {
+        "type": "plain_text_input", "value": "billed twice"}}}) == (200, {})
+    update = [c for c in w.sandbox.calls("chat.update") if c.args.get("ts") == big.ts][-1]
+    updated_rows = [b for b in update.args["blocks"] if b["type"] == "actions"]
+    assert len(updated_rows) == 9 and "Rejected" in json.dumps(update.args["blocks"])
+    assert first_reject["value"] not in json.dumps(updated_rows)

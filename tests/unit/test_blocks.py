@@ -805,3 +805,22 @@ def test_home_and_modals_made_of_the_longest_possible_text_still_fit() -> None:
     valid_view(build_dispute_modal(1, amount_due=Decimal("1e20"), currency="USD"))
     valid_view(build_finance_modal(1, FinanceDecision.WRITE_OFF, invoice=c.invoice))
     valid_view(build_result_view(huge, huge))
+
+
+def test_customer_card_holds_ten_escalations_within_slack_limits() -> None:
+    from dataclasses import replace as _replace
+
+    from blocks.cards import GROUP_MOST, build_customer_card, customer_card_text
+    from blocks.limits import check_message
+
+    base = card()
+    cards = [_replace(base, escalation=_replace(base.escalation, id=100 + i),
+                      invoice=_replace(base.invoice, invoice_id=f"G-{i}", number=f"G-{i}"))
+             for i in range(GROUP_MOST)]
+    blocks = build_customer_card(cards, today=TODAY)
+    check_message(blocks, customer_card_text(cards))
+    rows = [b for b in blocks if b["type"] == "actions"]
+    assert [r["block_id"] for r in rows] == [f"actions:{100 + i}" for i in range(GROUP_MOST)]
+    assert "10 invoices" in blocks[0]["text"]["text"]
+    with pytest.raises(ValueError, match="at most"):
+        build_customer_card(cards + cards[:1], today=TODAY)
