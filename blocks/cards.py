@@ -151,7 +151,9 @@ def build_escalation_card(card: CardData, *, today: date, tz_label: str = "UTC")
     flags = _flags(card)
     if flags:
         blocks.append(context(flags))
-    why = bullets((escape(r) for r in esc.reasons), limit=1500, most=REASONS_SHOWN, each=300)
+    # The risk line of the decision's reasons is shown in full in the Risk section below.
+    reasons = (r for r in esc.reasons if not r.startswith("risk "))
+    why = bullets((escape(r) for r in reasons), limit=1500, most=REASONS_SHOWN, each=300)
     if why:
         blocks.append(section(f"*Why*\n{why}"))
     blocks.append(section(_risk_text(card.risk)))
