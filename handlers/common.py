@@ -17,9 +17,9 @@ from blocks.cards import (
     customer_card_text,
 )
 from blocks.kit import escape
-from blocks.limits import BlockLimitError, check_message
 from bot.deps import Deps
 from connectors.errors import ConnectorError
+from handlers.limits import BlockLimitError, check_message
 from services.cards import Card, Person, load_card
 from services.posting import owner_label
 from store import tables as t

@@ -40,7 +40,6 @@ from blocks.ids import (
     input_action,
 )
 from blocks.kit import clip, escape, escape_keep_mentions, label
-from blocks.limits import BlockLimitError, check_message, check_view
 from blocks.modals import (
     build_approve_modal,
     build_call_outcome_modal,
@@ -73,6 +72,7 @@ from dunning.model import (
     Touch,
 )
 from dunning.risk import RiskAssessment
+from handlers.limits import BlockLimitError, check_message, check_view
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TODAY = date(2026, 5, 14)
@@ -811,7 +811,7 @@ def test_customer_card_holds_ten_escalations_within_slack_limits() -> None:
     from dataclasses import replace as _replace
 
     from blocks.cards import GROUP_MOST, build_customer_card, customer_card_text
-    from blocks.limits import check_message
+    from handlers.limits import check_message
 
     base = card()
     cards = [_replace(base, escalation=_replace(base.escalation, id=100 + i),

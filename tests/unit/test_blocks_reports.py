@@ -29,7 +29,6 @@ from blocks.digest import (
     dso_words,
 )
 from blocks.ids import ActionId
-from blocks.limits import check_message
 from blocks.status import (
     StatusLine,
     StatusView,
@@ -50,6 +49,7 @@ from dunning.model import (
     Tone,
     Touch,
 )
+from handlers.limits import check_message
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TODAY = date(2026, 5, 14)
