@@ -25,11 +25,12 @@ from bot.settings import Settings, SettingsError, load_settings
 from bot.web import build_web
 from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
 from connectors.email import SmtpSender
+from connectors.errors import ConnectorError
 from connectors.slack import SlackMessenger, make_client
 from dunning.calendar import local_date
 from dunning.money import format_money
 from dunning.policy import Policy
-from handlers.jobs import post_cards
+from handlers.jobs import post_cards, post_digest
 from services import actions, demo
 from services.common import Actor, ServiceError
 from services.delivery import deliver_outbox
@@ -524,6 +525,24 @@ def deliver(ctx: typer.Context,
                f"{len(result.failed)}, need a person {len(result.needs_human)}")
     if result.failed or result.needs_human:
         raise typer.Exit(1)
+
+
+@app.command()
+def digest(ctx: typer.Context,
+           channel: Annotated[str | None, typer.Option(help="channel id or #name (default: "
+                                                       "DUNNING_DIGEST_CHANNEL)")] = None
+           ) -> None:
+    """Post today's manager digest (with the DSO chart) to Slack."""
+    c = _ctx(ctx)
+    target = channel or c.settings.dunning_digest_channel
+    if not target:
+        fail("no channel: set DUNNING_DIGEST_CHANNEL or pass --channel")
+    deps, _, _ = guarded(lambda: _slack_deps(c))
+    try:
+        blocks = post_digest(deps, target)
+    except ConnectorError as exc:
+        fail(f"the digest was not posted: {exc}")
+    typer.echo(f"digest posted to {target} ({blocks} blocks, chart attached)")
 
 
 @app.command()

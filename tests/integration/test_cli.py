@@ -175,3 +175,21 @@ def test_deliver_without_smtp_says_what_is_missing(tmp_path: Path) -> None:
     db = imported(str(tmp_path / "d.db"))
     code, _out, err = run(db, "deliver")
     assert code == 1 and "SMTP_HOST is not set" in err
+
+
+def test_digest_posts_to_the_configured_channel(tmp_path: Path) -> None:
+    from bot.sandbox.slack_api import SlackSandbox
+
+    db = imported(str(tmp_path / "d.db"))
+    with SlackSandbox(token="xoxb-cli") as sandbox:
+        channel = sandbox.add_channel("ar-managers")
+        env = {"SLACK_BOT_TOKEN": "xoxb-cli", "SLACK_SIGNING_SECRET": "s",
+               "SLACK_API_URL": sandbox.base_url, "DUNNING_DIGEST_CHANNEL": channel}
+        code, out, err = run(db, "digest", env=env)
+        assert code == 0, err
+        assert "digest posted" in out
+        assert len(sandbox.files()) == 1
+        last = sandbox.last_message(channel)
+        assert last is not None and "AR digest" in json.dumps(last.blocks)
+        code, _out, err = run(db, "digest", env={**env, "DUNNING_DIGEST_CHANNEL": ""})
+        assert code == 1 and "DUNNING_DIGEST_CHANNEL" in err
