@@ -546,6 +546,23 @@ def digest(ctx: typer.Context,
 
 
 @app.command()
+def worker(ctx: typer.Context) -> None:
+    """The scheduler: daily cycle and digest on business days, outbox every 30 s, card
+    reposts every 5 min. A second worker stands by and takes over when the first dies."""
+    import logging
+
+    from scheduler.worker import run_worker
+    c = _ctx(ctx)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = c.ready()
+    typer.echo(f"worker: daily cycle {c.settings.dunning_cycle_time}, digest "
+               f"{c.settings.dunning_digest_time} ({c.settings.dunning_timezone}), business "
+               f"days in {c.settings.dunning_country}")
+    run_worker(c.settings, engine)
+
+
+@app.command()
 def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port (the Procfile passes $PORT)")] = 3000

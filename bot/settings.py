@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     dunning_owner_channels: str = ""
     dunning_digest_channel: str | None = None
     dunning_sender_name: str = "Accounts Receivable"
+    # The worker: company-local times of the daily jobs (business days only).
+    dunning_cycle_time: str = "08:00"
+    dunning_digest_time: str = "08:30"
 
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -69,6 +72,15 @@ class Settings(BaseSettings):
         if not is_valid_timezone(v):
             raise ValueError(f"{v!r} is not an IANA time zone such as 'America/New_York'")
         return v
+
+    @field_validator("dunning_cycle_time", "dunning_digest_time")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        hour, sep, minute = v.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and int(hour) < 24
+                and int(minute) < 60):
+            raise ValueError(f"{v!r} is not a time like 08:00")
+        return f"{int(hour):02d}:{int(minute):02d}"
 
     @field_validator("dunning_country")
     @classmethod

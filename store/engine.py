@@ -142,12 +142,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+# Tables other libraries create in our database, which migrations must leave alone:
+# APScheduler's job store (the worker).
+FOREIGN_TABLES = frozenset({"scheduler_job"})
+
+
+def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    return not (type_ == "table" and name in FOREIGN_TABLES)
+
+
 def migration_options(dialect_name: str) -> dict[str, Any]:
     """Options shared by env.py and `schema_diff`, so both compare the same way."""
     return {
         "target_metadata": metadata,
         "compare_type": True,
         "render_as_batch": dialect_name == "sqlite",  # SQLite cannot ALTER most things
+        "include_object": _ours,
     }
 
 
