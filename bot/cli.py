@@ -26,7 +26,7 @@ from bot.web import build_web
 from connectors.csv_source import CsvImportError, Defaults, read_customers, read_invoices
 from connectors.email import SmtpSender
 from connectors.errors import ConnectorError
-from connectors.slack import SlackMessenger, make_client
+from connectors.slack import SlackMessenger, make_client, translate
 from dunning.calendar import local_date
 from dunning.money import format_money
 from dunning.policy import Policy
@@ -39,7 +39,13 @@ from services.planning import Plan, build_plan, plan_json, run_cycle
 from services.status import Match, customer_status, find_customer, status_json
 from store import tables as t
 from store.audit import verify_chain
-from store.engine import make_engine, migrate, session_scope
+from store.engine import (
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate,
+    session_scope,
+)
 
 app = typer.Typer(help="Dunning bot: collaborative accounts-receivable escalation.",
                   no_args_is_help=True, add_completion=False,
@@ -560,6 +566,71 @@ def worker(ctx: typer.Context) -> None:
                f"{c.settings.dunning_digest_time} ({c.settings.dunning_timezone}), business "
                f"days in {c.settings.dunning_country}")
     run_worker(c.settings, engine)
+
+
+def _doctor_checks(c: Ctx) -> list[tuple[str, bool | None, str]]:
+    """(what, ok, detail); ok None = not configured (not a failure)."""
+    out: list[tuple[str, bool | None, str]] = []
+    try:
+        policy = c.policy
+        out.append(("settings", True, f"policy with {len(policy.steps)} steps, time zone "
+                    f"{c.settings.dunning_timezone}, country {c.settings.dunning_country}"))
+    except SettingsError as exc:
+        out.append(("settings", False, str(exc).splitlines()[0]))
+    try:
+        revision, head = current_revision(c.engine), head_revision()
+        ok = revision == head
+        out.append(("database", ok, f"{_safe_url(c.db_url)} at schema {revision}"
+                    + ("" if ok else f", expected {head}: run `dunning init`")))
+    except Exception as exc:  # the driver's own words are the useful part
+        out.append(("database", False, f"{_safe_url(c.db_url)}: {exc.__class__.__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"))
+    s = c.settings
+    if s.slack_bot_token is None:
+        out.append(("slack", None, "not configured (SLACK_BOT_TOKEN)"))
+    else:
+        try:
+            client = make_client(s.slack_bot_token.get_secret_value(), s.slack_api_url,
+                                 max_retries=0)
+            resp = translate(client.auth_test)
+            out.append(("slack", True, f"authenticated as {resp.get('user')} in "
+                        f"{resp.get('team')}"))
+        except ConnectorError as exc:
+            out.append(("slack", False, str(exc)))
+        if s.slack_signing_secret is None:
+            out.append(("slack signing", False, "SLACK_SIGNING_SECRET is not set"))
+    if not s.smtp_host:
+        out.append(("smtp", None, "not configured (SMTP_HOST): approved emails wait"))
+    else:
+        import smtplib
+        try:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=10) as smtp:
+                smtp.ehlo()
+                tls = smtp.has_extn("starttls")
+            out.append(("smtp", True, f"{s.smtp_host}:{s.smtp_port} answers"
+                        + (", offers STARTTLS" if tls else ", no STARTTLS")))
+        except (OSError, smtplib.SMTPException) as exc:
+            out.append(("smtp", False, f"{s.smtp_host}:{s.smtp_port}: "
+                        f"{exc.__class__.__name__}: {exc}"))
+    for name, configured in (("stripe", s.stripe_api_key), ("hubspot", s.hubspot_access_token),
+                             ("openai", s.openai_api_key)):
+        if configured is not None:
+            out.append((name, None, "configured, but this release has no connector for it "
+                        "yet"))
+    return out
+
+
+@app.command()
+def doctor(ctx: typer.Context) -> None:
+    """Check settings, database, Slack and SMTP: one line each; exit 1 if any fails."""
+    c = _ctx(ctx)
+    checks = _doctor_checks(c)
+    width = max(len(name) for name, _, _ in checks)
+    for name, ok, detail in checks:
+        mark = "ok  " if ok else ("--  " if ok is None else "FAIL")
+        typer.echo(f"{mark} {name.ljust(width)}  {detail}")
+    if any(ok is False for _, ok, _ in checks):
+        raise typer.Exit(1)
 
 
 @app.command()

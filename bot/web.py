@@ -1,4 +1,4 @@
-"""The web process: Slack events at /slack/events, /healthz, served by uvicorn.
+"""The web process: Slack events at /slack/events, /healthz, /readyz, /metrics (uvicorn).
 
 Bolt's sync dispatch runs in a worker thread so one slow listener never blocks the event
 loop for every other request.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from sqlalchemy import text
@@ -18,18 +19,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.deps import Deps
+from bot.metrics import Metrics
+from store.engine import current_revision, head_revision
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000  # Slack payloads are far smaller; refuse anything bigger
 
 
 def build_web(app: App, deps: Deps) -> Starlette:
+    metrics = Metrics(deps.engine)
+
     async def slack_events(request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_BODY:
             return Response("payload too large", status_code=413)
         bolt_request = to_bolt_request(request, body)
         bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
+        metrics.slack_requests.labels(status=str(bolt_response.status)).inc()
         return to_starlette_response(bolt_response)
 
     async def healthz(request: Request) -> Response:
@@ -44,7 +50,28 @@ def build_web(app: App, deps: Deps) -> Starlette:
                                 status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        """Ready = the database answers and is migrated to this release's schema."""
+        def check() -> str | None:
+            return current_revision(deps.engine)
+        try:
+            revision = await anyio.to_thread.run_sync(check)
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc.__class__.__name__)
+            return JSONResponse({"ready": False, "database": "unreachable"}, status_code=503)
+        head = head_revision()
+        if revision != head:
+            return JSONResponse({"ready": False, "schema": revision, "expected": head,
+                                 "hint": "run `dunning init`"}, status_code=503)
+        return JSONResponse({"ready": True, "schema": revision})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await anyio.to_thread.run_sync(metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(routes=[
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ])

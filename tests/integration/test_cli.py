@@ -193,3 +193,18 @@ def test_digest_posts_to_the_configured_channel(tmp_path: Path) -> None:
         assert last is not None and "AR digest" in json.dumps(last.blocks)
         code, _out, err = run(db, "digest", env={**env, "DUNNING_DIGEST_CHANNEL": ""})
         assert code == 1 and "DUNNING_DIGEST_CHANNEL" in err
+
+
+def test_doctor_reports_one_line_per_check(tmp_path: Path) -> None:
+    from bot.sandbox.slack_api import SlackSandbox
+
+    db = imported(str(tmp_path / "d.db"))
+    code, out, _ = run(db, "doctor")
+    assert code == 0
+    assert "ok   settings" in out and "ok   database" in out and "--   slack" in out
+    with SlackSandbox(token="xoxb-doc") as sandbox:
+        env = {"SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_SIGNING_SECRET": "s",
+               "SLACK_API_URL": sandbox.base_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": "9"}
+        code, out, _ = run(db, "doctor", env=env)
+    assert code == 1
+    assert "FAIL slack" in out and "invalid_auth" in out and "FAIL smtp" in out

@@ -450,3 +450,33 @@ def test_a_customer_with_many_steps_today_gets_one_card_per_ten(world: World) ->
     updated_rows = [b for b in update.args["blocks"] if b["type"] == "actions"]
     assert len(updated_rows) == 9 and "Rejected" in json.dumps(update.args["blocks"])
     assert first_reject["value"] not in json.dumps(updated_rows)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_health_readiness_and_metrics(world: World) -> None:
+    w = world
+    cards_posted(w)
+    assert get(f"{w.url}/healthz")[0] == 200
+    status, body = get(f"{w.url}/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+    w.command("sam", "status northwind")
+    status, text = get(f"{w.url}/metrics")
+    assert status == 200
+    assert 'dunning_escalations{state="posted"} 4.0' in text
+    assert 'dunning_slack_requests_total{status="200"} 1.0' in text
+    assert "dunning_outbox_oldest_pending_seconds 0.0" in text
+
+
+def test_readiness_fails_on_an_unmigrated_schema(world: World) -> None:
+    w = world
+    with w.db.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    status, body = get(f"{w.url}/readyz")
+    assert status == 503 and json.loads(body)["hint"] == "run `dunning init`"
