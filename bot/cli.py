@@ -34,6 +34,7 @@ from handlers.jobs import post_cards, post_digest
 from services import actions, demo
 from services.common import Actor, ServiceError
 from services.delivery import deliver_outbox
+from services.export import export
 from services.importing import upsert_ledger
 from services.planning import Plan, build_plan, plan_json, run_cycle
 from services.status import Match, customer_status, find_customer, status_json
@@ -651,6 +652,22 @@ def serve(ctx: typer.Context,
     import uvicorn
     uvicorn.run(build_web(bolt, deps), host=host, port=port, log_level="info",
                 proxy_headers=True)
+
+
+@app.command("export")
+def export_cmd(ctx: typer.Context,
+               out: Annotated[Path, typer.Option(help="folder to write into")],
+               format_: Annotated[str, typer.Option("--format", help="csv or json (the "
+                                                    "tables beside customers and invoices)")]
+               = "csv") -> None:
+    """Export the ledger and the audit log: customers.csv and invoices.csv in the import
+    format, every other table whole."""
+    c = _ctx(ctx)
+    if format_ not in ("csv", "json"):
+        raise typer.BadParameter("csv or json", param_hint="--format")
+    counts = export(c.ready(), out, fmt=format_)
+    for name, n in counts.items():
+        typer.echo(f"{n:>9} rows  {out / name}")
 
 
 @audit_app.command("verify")

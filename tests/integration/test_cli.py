@@ -208,3 +208,26 @@ def test_doctor_reports_one_line_per_check(tmp_path: Path) -> None:
         code, out, _ = run(db, "doctor", env=env)
     assert code == 1
     assert "FAIL slack" in out and "invalid_auth" in out and "FAIL smtp" in out
+
+
+def test_export_round_trips_into_a_fresh_database(db_url: str, tmp_path: Path) -> None:
+    if db_url.startswith("postgresql"):
+        assert run(db_url, "init")[0] == 0
+    db = imported(db_url)
+    assert run(db, "cycle", "--date", "2026-11-24")[0] == 0
+    code, out, err = run(db, "export", "--out", str(tmp_path / "x"))
+    assert code == 0, err
+    assert "6 rows" in out and "audit_event.csv" in out
+    fresh = str(tmp_path / "fresh.db")
+    code, _out, err = run(fresh, "import-csv", "--customers", str(tmp_path / "x/customers.csv"),
+                          "--invoices", str(tmp_path / "x/invoices.csv"))
+    assert code == 0, err
+    a = json.loads(run(db, "plan", "--date", "2026-12-01", "--format", "json")[1])
+    b = json.loads(run(fresh, "plan", "--date", "2026-12-01", "--format", "json")[1])
+    assert {x["invoice_id"] for x in b["actions"]} >= {x["invoice_id"] for x in a["actions"]}
+    status_a = json.loads(run(db, "status", "acme", "--format", "json", "--date",
+                              "2026-12-01")[1])
+    status_b = json.loads(run(fresh, "status", "acme", "--format", "json", "--date",
+                              "2026-12-01")[1])
+    assert status_a["open_totals"] == status_b["open_totals"]
+    assert status_a["customer"]["risk_score"] == status_b["customer"]["risk_score"]
