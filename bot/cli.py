@@ -19,6 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bot import logs
 from bot.app import build_app
 from bot.deps import Deps, build_deps
 from bot.settings import Settings, SettingsError, load_settings
@@ -556,12 +557,10 @@ def digest(ctx: typer.Context,
 def worker(ctx: typer.Context) -> None:
     """The scheduler: daily cycle and digest on business days, outbox every 30 s, card
     reposts every 5 min. A second worker stands by and takes over when the first dies."""
-    import logging
-
     from scheduler.worker import run_worker
     c = _ctx(ctx)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(json_lines=c.settings.dunning_log_format == "json",
+                   secrets=c.settings.secret_values())
     engine = c.ready()
     typer.echo(f"worker: daily cycle {c.settings.dunning_cycle_time}, digest "
                f"{c.settings.dunning_digest_time} ({c.settings.dunning_timezone}), business "
@@ -642,6 +641,8 @@ def serve(ctx: typer.Context,
     """The web process: Slack events at /slack/events and /healthz (Socket Mode when
     SLACK_APP_TOKEN is set)."""
     c = _ctx(ctx)
+    logs.configure(json_lines=c.settings.dunning_log_format == "json",
+                   secrets=c.settings.secret_values())
     deps, client, secret = guarded(lambda: _slack_deps(c))
     bolt = build_app(deps, client, signing_secret=secret)
     if c.settings.slack_app_token is not None:
@@ -651,7 +652,7 @@ def serve(ctx: typer.Context,
         return
     import uvicorn
     uvicorn.run(build_web(bolt, deps), host=host, port=port, log_level="info",
-                proxy_headers=True)
+                proxy_headers=True, log_config=None)
 
 
 @app.command("export")

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     dunning_digest_channel: str | None = None
     dunning_sender_name: str = "Accounts Receivable"
     # The worker: company-local times of the daily jobs (business days only).
+    dunning_log_format: str = "json"  # json | text, for serve and worker
     dunning_cycle_time: str = "08:00"
     dunning_digest_time: str = "08:30"
 
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
         if not is_supported_country(v.upper()):
             raise ValueError(f"{v!r} is not a supported ISO 3166-1 alpha-2 country code")
         return v.upper()
+
+    def secret_values(self) -> list[str]:
+        """Every secret's value, for log redaction."""
+        values = [v.get_secret_value() for v in (
+            self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
+            self.stripe_api_key, self.stripe_webhook_secret, self.hubspot_access_token,
+            self.openai_api_key, self.smtp_password, self.imap_password) if v is not None]
+        return [v for v in values if v]
 
     def owner_channels(self) -> dict[str, str]:
         """DUNNING_OWNER_CHANNELS parsed: owner email (lower case) -> channel id or name."""

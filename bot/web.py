@@ -7,6 +7,7 @@ loop for every other request.
 from __future__ import annotations
 
 import logging
+import uuid
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot import logs
 from bot.deps import Deps
 from bot.metrics import Metrics
 from store.engine import current_revision, head_revision
@@ -30,13 +32,16 @@ def build_web(app: App, deps: Deps) -> Starlette:
     metrics = Metrics(deps.engine)
 
     async def slack_events(request: Request) -> Response:
+        logs.request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex[:16])
         body = await request.body()
         if len(body) > MAX_BODY:
             return Response("payload too large", status_code=413)
         bolt_request = to_bolt_request(request, body)
         bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
         metrics.slack_requests.labels(status=str(bolt_response.status)).inc()
-        return to_starlette_response(bolt_response)
+        response = to_starlette_response(bolt_response)
+        response.headers["x-request-id"] = logs.request_id.get() or ""
+        return response
 
     async def healthz(request: Request) -> Response:
         def check() -> None:
