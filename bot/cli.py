@@ -38,7 +38,13 @@ from services.delivery import deliver_outbox
 from services.export import export
 from services.importing import upsert_ledger
 from services.planning import Plan, build_plan, plan_json, run_cycle
-from services.status import Match, customer_status, find_customer, status_json
+from services.status import (
+    Match,
+    customer_status,
+    customer_status_now,
+    find_customer,
+    status_json,
+)
 from store import tables as t
 from store.audit import verify_chain
 from store.engine import (
@@ -350,10 +356,10 @@ def status(ctx: typer.Context,
                 raise typer.Exit(EXIT_AMBIGUOUS)
             _resolve_customer(session, query)
         assert match.customer_id is not None
-        row = session.get(t.Customer, match.customer_id)
-        assert row is not None
-        today = _parse_date(date_, "--date") or local_date(c.now(), row.timezone)
-        st = customer_status(session, c.policy, match.customer_id, today)
+        given = _parse_date(date_, "--date")
+        st = (customer_status(session, c.policy, match.customer_id, given) if given
+              else customer_status_now(session, c.policy, match.customer_id, now=c.now()))
+        today = st.today
     if format_ is TextFormat.json:
         typer.echo(json.dumps(status_json(st), indent=2))
         return

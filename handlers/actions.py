@@ -13,11 +13,10 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from blocks import modals
-from blocks.cards import CardData
 from blocks.ids import ActionId, FinanceDecision, escalation_id_from_block_id
 from bot.deps import Deps
 from dunning.model import Approval, Kind
-from handlers.common import deps_of, escalation_id_from, person_of, update_card
+from handlers.common import card_data, deps_of, escalation_id_from, person_of, update_card
 from services.cards import Card, load_card, mark_done, may_act
 from services.common import ServiceError
 from services.posting import owner_label
@@ -26,12 +25,6 @@ from store.engine import session_scope
 log = logging.getLogger(__name__)
 View = dict[str, Any]
 ModalBuilder = Callable[[Deps, Card, dict[str, Any]], View]
-
-
-def _card_data(deps: Deps, card: Card) -> CardData:
-    return CardData(escalation=card.escalation, invoice=card.invoice, others=card.others,
-                    risk=card.risk, draft=card.draft, last_touch=card.last_touch,
-                    owner_label=owner_label(deps.messenger, card.escalation.owner))
 
 
 def _where(body: dict[str, Any]) -> dict[str, str | None]:
@@ -91,7 +84,7 @@ def _opener(build: ModalBuilder, *, finance_only: Callable[[Card], bool] = lambd
 
 def _approve_modal(deps: Deps, card: Card, body: dict[str, Any]) -> View:
     where = _where(body)
-    return modals.build_approve_modal(_card_data(deps, card), channel=where["channel"],
+    return modals.build_approve_modal(card_data(deps, card), channel=where["channel"],
                                       ts=where["ts"])
 
 

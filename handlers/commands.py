@@ -11,21 +11,17 @@ import logging
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
-from sqlmodel import col, select
 
 from blocks import status as status_blocks
-from blocks.cards import CardData
 from blocks.ids import ActionId
 from bot.deps import Deps
-from dunning.calendar import local_date
-from dunning.model import EscalationState, Lane, Tone
-from handlers.common import deps_of, person_of
+from dunning.model import Lane, Tone
+from handlers.common import card_data, deps_of, person_of
 from handlers.jobs import post_digest
-from services.cards import load_card
+from services.cards import open_cards_of
 from services.common import ServiceError
 from services.posting import owner_label
-from services.status import CustomerStatus, customer_status, find_customer
-from store import tables as t
+from services.status import CustomerStatus, customer_status_now, find_customer
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -45,11 +41,7 @@ def status_view(st: CustomerStatus) -> status_blocks.StatusView:
 
 def answer_status(deps: Deps, customer_id: str) -> tuple[list[dict[str, Any]], str]:
     with session_scope(deps.engine) as s:
-        row = s.get(t.Customer, customer_id)
-        if row is None:
-            raise ServiceError(f"no customer {customer_id!r}")
-        today = local_date(deps.now(), row.timezone)
-        st = customer_status(s, deps.policy, customer_id, today)
+        st = customer_status_now(s, deps.policy, customer_id, now=deps.now())
     view = status_view(st)
     return status_blocks.build_status(view), status_blocks.status_text(view)
 
@@ -70,15 +62,9 @@ def _mine(deps: Deps, user_id: str) -> tuple[list[dict[str, Any]], str]:
         return status_blocks.build_usage("Your Slack profile has no email, so your cards "
                                          "cannot be found."), "No email on your profile"
     with session_scope(deps.engine) as s:
-        ids = list(s.exec(select(t.Escalation.id).where(
-            t.Escalation.owner == person.email.lower(),
-            col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
-                                         EscalationState.POSTED.value]))
-            .order_by(col(t.Escalation.id)).limit(MAX_MINE)))
-        cards = [load_card(s, deps.policy, i, deps.today()) for i in ids if i is not None]
+        cards = open_cards_of(s, deps.policy, person.email, deps.today(), limit=MAX_MINE)
     label = owner_label(deps.messenger, person.email)
-    data = [CardData(escalation=c.escalation, invoice=c.invoice, others=c.others, risk=c.risk,
-                     draft=c.draft, last_touch=c.last_touch, owner_label=label) for c in cards]
+    data = [card_data(deps, c, label) for c in cards]
     return status_blocks.build_mine(data, deps.today()), f"{len(data)} open card(s)"
 
 

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from slack_bolt import BoltContext
-from sqlmodel import col, select
 
 from blocks.cards import (
     CardData,
@@ -20,9 +19,8 @@ from blocks.kit import escape
 from bot.deps import Deps
 from connectors.errors import ConnectorError
 from handlers.limits import BlockLimitError, check_message
-from services.cards import Card, Person, load_card
+from services.cards import Card, Person, cards_in_message
 from services.posting import owner_label
-from store import tables as t
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -88,11 +86,7 @@ def update_card(deps: Deps, card: Card) -> None:
     if not card.channel or not card.ts:
         return
     with session_scope(deps.engine) as s:
-        ids = [i for i in s.exec(select(t.Escalation.id).where(
-            t.Escalation.slack_channel == card.channel, t.Escalation.slack_ts == card.ts)
-            .order_by(col(t.Escalation.id))) if i is not None]
-        group = [load_card(s, deps.policy, i, deps.today()) for i in ids] \
-            if len(ids) > 1 else [card]
+        group = cards_in_message(s, deps.policy, card, deps.today())
     blocks, text = render_group(deps, group) if len(group) > 1 else render_card(deps, card)
     try:
         deps.messenger.update(card.channel, card.ts, blocks=blocks, text=text)

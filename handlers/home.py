@@ -7,19 +7,15 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
-from sqlmodel import col, select
 
-from blocks.cards import CardData
 from blocks.home import build_home
 from blocks.ids import ActionId
 from blocks.modals import build_result_view
 from connectors.errors import ConnectorError
-from dunning.model import EscalationState
-from handlers.common import deps_of, escalation_id_from, person_of, render_card
-from services.cards import load_card
+from handlers.common import card_data, deps_of, escalation_id_from, person_of, render_card
+from services.cards import load_card, open_cards_of, recent_activity
 from services.common import ServiceError
 from services.posting import owner_label
-from store import tables as t
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -37,24 +33,12 @@ def handle_home_opened(event: dict[str, Any], client: WebClient,
     person = person_of(deps, user_id)
     email = (person.email or "").lower()
     with session_scope(deps.engine) as s:
-        open_ids = [i for i in s.exec(select(t.Escalation.id).where(
-            t.Escalation.owner == email,
-            col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
-                                         EscalationState.POSTED.value]))
-            .order_by(col(t.Escalation.id)).limit(QUEUE)) if i is not None]
-        cards = [load_card(s, deps.policy, i, deps.today()) for i in open_ids]
-        recent = [str(i) for i in s.exec(select(t.Escalation.id).where(
-            t.Escalation.owner == email).order_by(col(t.Escalation.id).desc()).limit(RECENT))]
-        events = list(s.exec(select(t.AuditEvent).where(
-            t.AuditEvent.entity_type == "escalation", col(t.AuditEvent.entity_id).in_(recent))
-            .order_by(col(t.AuditEvent.id).desc()).limit(ACTIVITY)))
+        cards = open_cards_of(s, deps.policy, email, deps.today(), limit=QUEUE) if email else []
+        events = recent_activity(s, email, cards=RECENT, limit=ACTIVITY) if email else []
     label = owner_label(deps.messenger, email or None)
-    queue = [CardData(escalation=c.escalation, invoice=c.invoice, others=c.others, risk=c.risk,
-                      draft=c.draft, last_touch=c.last_touch, owner_label=label)
-             for c in cards]
+    queue = [card_data(deps, c, label) for c in cards]
     activity = [(e.at.strftime("%Y-%m-%d %H:%M"),
-                 f"card #{e.entity_id}: {e.action.removeprefix('escalation.')} by {e.actor}")
-                for e in events]
+                 f"card #{e.escalation_id}: {e.action} by {e.actor}") for e in events]
     view = build_home(viewer_label=f"<@{user_id}>", queue=queue, activity=activity,
                       today=deps.today())
     try:

@@ -28,13 +28,13 @@ from services.cards import (
     approve_draft,
     decide_finance,
     load_card,
+    move_card,
     reassign,
     reject_draft,
     set_aside,
 )
 from services.common import ServiceError
 from services.posting import channel_for, owner_label
-from store import tables as t
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -207,10 +207,7 @@ def _reassign(deps: Deps, card: Card, person: Person, values: Values,
                     f"↪️ Reassigned to <@{user_id}> by <@{person.user_id}>."}}],
                 text="Card reassigned")
         with session_scope(deps.engine) as s:
-            row = s.get(t.Escalation, card.escalation.id)
-            assert row is not None
-            row.slack_channel, row.slack_ts = new_channel, ts
-            s.add(row)
+            move_card(s, card.escalation.id, channel=new_channel, ts=ts)
 
 
 def _call(deps: Deps, card: Card, person: Person, values: Values,

@@ -325,3 +325,54 @@ def reassign(session: Session, card: Card, *, roles: Roles, person: Person, new_
     audit(session, actor=person.actor, action="escalation.reassigned", entity="escalation",
           entity_id=str(card.escalation.id), at=now, before={"owner": before},
           after={"owner": new_owner})
+
+
+def open_cards_of(session: Session, policy: Policy, owner_email: str, today: date, *,
+                  limit: int) -> list[Card]:
+    """The owner's open escalations (proposed or posted), oldest first."""
+    ids = [i for i in session.exec(select(t.Escalation.id).where(
+        t.Escalation.owner == owner_email.lower(),
+        col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
+                                     EscalationState.POSTED.value]))
+        .order_by(col(t.Escalation.id)).limit(limit)) if i is not None]
+    return [load_card(session, policy, i, today) for i in ids]
+
+
+def cards_in_message(session: Session, policy: Policy, card: Card, today: date) -> list[Card]:
+    """Every card posted in the same Slack message as `card` (a customer card holds several)."""
+    if not card.channel or not card.ts:
+        return [card]
+    ids = [i for i in session.exec(select(t.Escalation.id).where(
+        t.Escalation.slack_channel == card.channel, t.Escalation.slack_ts == card.ts)
+        .order_by(col(t.Escalation.id))) if i is not None]
+    return [load_card(session, policy, i, today) for i in ids] if len(ids) > 1 else [card]
+
+
+def move_card(session: Session, escalation_id: int, *, channel: str, ts: str) -> None:
+    """Record where a card now lives (after a reassignment posted it to the new owner)."""
+    row = _row(session, escalation_id)
+    row.slack_channel, row.slack_ts = channel, ts
+    session.add(row)
+
+
+@dataclass(frozen=True)
+class Activity:
+    at: datetime
+    escalation_id: str
+    action: str
+    actor: str
+
+
+def recent_activity(session: Session, owner_email: str, *, cards: int,
+                    limit: int) -> list[Activity]:
+    """What happened lately on the owner's most recent cards (from the audit log)."""
+    recent = [str(i) for i in session.exec(select(t.Escalation.id).where(
+        t.Escalation.owner == owner_email.lower())
+        .order_by(col(t.Escalation.id).desc()).limit(cards))]
+    if not recent:
+        return []
+    return [Activity(e.at, e.entity_id, e.action.removeprefix("escalation."), e.actor)
+            for e in session.exec(select(t.AuditEvent).where(
+                t.AuditEvent.entity_type == "escalation",
+                col(t.AuditEvent.entity_id).in_(recent))
+                .order_by(col(t.AuditEvent.id).desc()).limit(limit))]

@@ -11,7 +11,7 @@ import heapq
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from rapidfuzz import fuzz, process, utils
 from sqlmodel import Session, col, select
 
 from dunning.aging import days_past_due, lane_for
+from dunning.calendar import local_date
 from dunning.escalation import next_action_on
 from dunning.model import InvoiceState, PaymentHistory, Tone
 from dunning.policy import Policy
@@ -194,6 +195,15 @@ def customer_status(session: Session, policy: Policy, customer_id: str,
         tone=tone_for(Tone.FRIENDLY, assessment).value, reasons=assessment.reasons,
         sensitive_reasons=assessment.sensitivity_reasons, totals=dict(totals), invoices=lines,
     )
+
+
+def customer_status_now(session: Session, policy: Policy, customer_id: str, *,
+                        now: datetime) -> CustomerStatus:
+    """The status as of the customer's own date at `now` (its time zone)."""
+    row = session.get(t.Customer, customer_id)
+    if row is None:
+        raise NotFoundError(f"no customer {customer_id!r}")
+    return customer_status(session, policy, customer_id, local_date(now, row.timezone))
 
 
 def _last_touches(session: Session, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -50,3 +50,11 @@ def test_services_never_import_slack_layout_or_listeners() -> None:
                 for p in sorted((ROOT / "services").rglob("*.py"))
                 for bad in sorted(imports(p) & {"blocks", "handlers", "bot", "slack_bolt"})]
     assert problems == []
+
+
+def test_listeners_do_no_sql_of_their_own() -> None:
+    """Handlers call services for every read and write (DESIGN.md: parse -> service)."""
+    problems = [f"{p.relative_to(ROOT)} imports {bad}"
+                for p in sorted((ROOT / "handlers").rglob("*.py"))
+                for bad in sorted(imports(p) & {"sqlmodel", "sqlalchemy"})]
+    assert problems == []
