@@ -48,14 +48,36 @@ class Settings(BaseSettings):
     dunning_cycle_time: str = "08:00"
     dunning_digest_time: str = "08:30"
 
+    # Connectors (issue 4). Each is configured when its credential is set.
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
-    stripe_api_base: str | None = None
-    quickbooks_api_url: str | None = None
+    stripe_api_base: str | None = None  # a local Stripe (tests, sandbox) instead of Stripe's
+    quickbooks_client_id: str | None = None
+    quickbooks_client_secret: SecretStr | None = None
+    quickbooks_realm_id: str | None = None
+    quickbooks_refresh_token: SecretStr | None = None  # the first one; refreshed ones are stored
+    quickbooks_environment: str = "production"  # production | sandbox
+    quickbooks_api_url: str | None = None  # overrides the v3 API base (tests)
+    quickbooks_token_url: str | None = None  # overrides Intuit's OAuth token endpoint (tests)
+    quickbooks_send_invoices: bool = False  # deliver reminders with Invoice.send as well
     hubspot_access_token: SecretStr | None = None
     hubspot_api_host: str | None = None
+    # Mapping billing customers to CRM companies: HubSpot company properties holding the
+    # billing system's customer id, tried before the domain and then the normalized name.
+    hubspot_stripe_id_property: str = "stripe_customer_id"
+    hubspot_quickbooks_id_property: str = "quickbooks_customer_id"
+    connector_timeout_seconds: float = 30.0
+    connector_max_retries: int = 5
+
+    # Drafting and reply understanding (issue 5): any OpenAI-compatible server.
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 20.0
+    # Prices for cost accounting, USD per million tokens, and the daily spend cap.
+    openai_input_usd_per_mtok: str = "0.15"
+    openai_output_usd_per_mtok: str = "0.60"
+    llm_daily_budget_usd: str = "5.00"
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -66,6 +88,8 @@ class Settings(BaseSettings):
     imap_port: int = 993
     imap_username: str | None = None
     imap_password: SecretStr | None = None
+    imap_ssl: bool = True
+    imap_folder: str = "INBOX"
 
     @field_validator("dunning_timezone")
     @classmethod
@@ -95,6 +119,7 @@ class Settings(BaseSettings):
         values = [v.get_secret_value() for v in (
             self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
             self.stripe_api_key, self.stripe_webhook_secret, self.hubspot_access_token,
+            self.quickbooks_client_secret, self.quickbooks_refresh_token,
             self.openai_api_key, self.smtp_password, self.imap_password) if v is not None]
         return [v for v in values if v]
 

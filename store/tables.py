@@ -345,6 +345,88 @@ class SyncCursor(StoreModel, table=True):
     updated_at: datetime = _updated()
 
 
+class ConnectorCredential(StoreModel, table=True):
+    """Credentials a connector refreshes itself (QuickBooks OAuth tokens), as JSON.
+
+    Only rotating tokens live here; the long-lived client secret stays in settings.
+    """
+
+    __tablename__ = "connector_credential"
+
+    system: str = Field(primary_key=True)
+    value: str = _text()  # JSON: {"access_token", "refresh_token", "expires_at", ...}
+    updated_at: datetime = _updated()
+
+
+class WebhookEvent(StoreModel, table=True):
+    """Every vendor webhook event processed once, by its event id (duplicates are dropped)."""
+
+    __tablename__ = "webhook_event"
+
+    id: str = Field(primary_key=True)  # "<system>:<event id>"
+    system: str
+    type: str
+    object_id: str | None = None  # the invoice or customer the event is about
+    outcome: str = ""  # what it changed, for the audit trail and debugging
+    received_at: datetime = _created()
+
+
+class ReplyStatus(StrEnum):
+    PROPOSED = "proposed"  # understood; a person has not decided yet
+    CONFIRMED = "confirmed"  # a person applied the proposal
+    DISMISSED = "dismissed"  # a person dismissed it
+    UNMATCHED = "unmatched"  # no invoice or customer found; finance must look
+
+
+class CustomerReply(StoreModel, table=True):
+    """A customer's reply (IMAP or pasted on a card) and what the bot understood of it.
+
+    Nothing changes state because of a reply until a person confirms the proposal.
+    """
+
+    __tablename__ = "customer_reply"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str  # imap | card
+    message_id: str | None = Field(default=None, unique=True)  # RFC 5322 Message-ID (IMAP)
+    in_reply_to: str | None = None
+    sender: str | None = None
+    subject: str = ""
+    body: str = _text()
+    received_at: datetime = _timestamp()
+    customer_id: str | None = Field(default=None, foreign_key="customer.id", index=True)
+    invoice_id: str | None = Field(default=None, foreign_key="invoice.id", index=True)
+    escalation_id: int | None = Field(default=None, foreign_key="escalation.id")
+    matched_by: str | None = None  # in-reply-to | references | invoice-number | domain | card
+    intent: str = "other"
+    proposal: str = _text("{}")  # JSON: promise_date, amount, reference, reason, return_date
+    confidence: float = 0.0
+    evidence: str = _text("")
+    injection_suspected: bool = False
+    classifier: str = "rules"  # rules | llm
+    status: str = ReplyStatus.PROPOSED.value
+    handled_by: str | None = None
+    handled_at: datetime | None = _timestamp(nullable=True)
+    created_by: str = "system"
+    created_at: datetime = _created()
+
+
+class LlmCall(StoreModel, table=True):
+    """Every model call: what it was for, tokens, cost and outcome (the daily budget)."""
+
+    __tablename__ = "llm_call"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime(), index=True)
+    purpose: str  # draft | classify | screen
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = _money(default=0)  # millionths of a USD
+    outcome: str = "ok"  # ok | malformed | fact-mismatch | timeout | rate-limited | error
+    subject_id: str | None = None  # the escalation or reply it was for
+
+
 class Meta(StoreModel, table=True):
     """Small named values the store keeps for itself: policy fingerprint, audit chain head."""
 
