@@ -29,7 +29,8 @@ from bot.cli_common import (
     guarded,
 )
 from bot.cli_connectors import connectors_app
-from bot.cli_replies import drafts_app, replies_app
+from bot.cli_drafts import drafts_app
+from bot.cli_replies import replies_app
 from bot.deps import Deps, build_deps
 from bot.settings import SettingsError, load_settings
 from bot.web import build_web

@@ -1,4 +1,4 @@
-"""`dunning replies ...` and `dunning drafts ...`: reply understanding and draft previews."""
+"""`dunning replies ...`: understand a customer's reply and propose the next step."""
 
 from __future__ import annotations
 
@@ -6,5 +6,3 @@ import typer
 
 replies_app = typer.Typer(help="Customer replies: understand them, propose the next step.",
                           no_args_is_help=True)
-drafts_app = typer.Typer(help="Customer message drafts (model or templates).",
-                         no_args_is_help=True)
