@@ -133,6 +133,7 @@ class Customer(StoreModel, table=True):
     autopay: bool = False
     do_not_contact: bool = False
     domain: str | None = None
+    language: str | None = None  # ISO 639-1 for customer messages; None: from the country
     source: str = "csv"
     external_ids: str = _text("{}")  # JSON object: {"stripe": "cus_...", "hubspot": "123"}
     created_at: datetime = _created()
