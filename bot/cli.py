@@ -28,7 +28,7 @@ from bot.cli_common import (
     fail,
     guarded,
 )
-from bot.cli_connectors import connectors_app
+from bot.cli_connectors import connectors_app, sync
 from bot.cli_drafts import drafts_app
 from bot.cli_replies import replies_app
 from bot.deps import Deps, build_deps
@@ -67,6 +67,7 @@ app = typer.Typer(help="Dunning bot: collaborative accounts-receivable escalatio
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(connectors_app, name="connectors")
+app.command("sync")(sync)
 app.add_typer(replies_app, name="replies")
 app.add_typer(drafts_app, name="drafts")
 

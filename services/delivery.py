@@ -23,6 +23,7 @@ from connectors.email import EmailSender, build_message
 from connectors.errors import AuthError, ConnectorError, DataError
 from dunning.model import EscalationState
 from services.common import Actor, audit
+from services.sync import queue_crm_note
 from store import tables as t
 from store.engine import session_scope
 
@@ -112,6 +113,9 @@ def _deliver_one(engine: Engine, sender: EmailSender, item_id: int, *, now: date
                 s.add(t.Touch(invoice_id=inv.id, customer_id=inv.customer_id, channel="email",
                               step=None, occurred_at=now,
                               summary=f"email sent: {payload['subject']}"[:500], actor="outbox"))
+                # The sent reminder goes on the CRM company's timeline (when linked).
+                queue_crm_note(s, invoice_id=inv.id, subject=str(payload["subject"]),
+                               sent_key=key, now=now)
         audit(s, actor=BOT, action="outbox.sent", entity="outbox", entity_id=key, at=now,
               after={"to": payload["to"], "message_id": payload["message_id"]})
     result.sent.append(key)

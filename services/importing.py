@@ -155,8 +155,9 @@ def upsert_ledger(session: Session, *, customers: Sequence[CustomerContext],
         if not before:
             summary.invoices_unchanged += 1
             continue
-        if row_inv.status == InvoiceStatus.PAID.value and rec.status is InvoiceStatus.OPEN:
-            # Forward-only: a stale export never reopens an invoice we know is paid.
+        if row_inv.status != InvoiceStatus.OPEN.value and rec.status is InvoiceStatus.OPEN:
+            # Forward-only: a stale export or a late webhook never reopens an invoice we
+            # know is paid, void or written off.
             summary.invoices_unchanged += 1
             continue
         paid_increase = values["amount_paid_minor"] - row_inv.amount_paid_minor
@@ -230,7 +231,7 @@ def _payment_row(rec: InvoiceRecord, minor: int, today: date, source: str,
 def close_invoice_escalations(session: Session, invoice_id: str, *, reason: str, actor: Actor,
                               now: datetime) -> list[int]:
     """Close the invoice's open escalations (payment, void, write-off); audit each."""
-    open_states = ("proposed", "posted", "approved")
+    open_states = ("proposed", "posting", "posted", "approved")
     rows = list(session.exec(select(t.Escalation).where(
         t.Escalation.invoice_id == invoice_id, col(t.Escalation.state).in_(open_states))))
     for row in rows:

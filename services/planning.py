@@ -17,10 +17,11 @@ from sqlmodel import Session, select
 
 from dunning.calendar import local_date
 from dunning.escalation import decide, next_action_on
-from dunning.model import Action, Hold, InvoiceState, PromiseStatus
+from dunning.model import Action, Hold, InvoiceState, Kind, PromiseStatus
 from dunning.money import format_money
 from dunning.policy import Policy
 from services.common import Actor, ServiceError, audit, chunks, ensure_policy_current
+from services.sync import queue_crm_tasks
 from store import tables as t
 from store.repository import due_invoice_ids, get_meta, held_candidate_ids, load_states, set_meta
 
@@ -127,6 +128,7 @@ def run_cycle(session: Session, policy: Policy, today: date, *, actor: Actor,
     _claim_cycle(session, today)
     plan = build_plan(session, policy, today, now=now if customer_dates else None)
     result = CycleResult(today, holds=plan.holds)
+    crm_ids: list[int] = []
     for p in plan.actions:
         a, s = p.action, p.state
         row = t.Escalation(
@@ -157,6 +159,10 @@ def run_cycle(session: Session, policy: Policy, today: date, *, actor: Actor,
         inv.next_action_on = next_action_on(new_state, policy)
         session.add(inv)
         result.created.append(p)
+        if row.id is not None and row.kind != Kind.CUSTOMER_MESSAGE.value:
+            crm_ids.append(row.id)
+    # Owner and finance escalations of CRM-linked customers become CRM tasks (outbox).
+    queue_crm_tasks(session, crm_ids, now=now)
     set_meta(session, LAST_CYCLE_KEY, today.isoformat())
     return result
 
