@@ -518,11 +518,29 @@ def _doctor_checks(c: Ctx) -> list[tuple[str, bool | None, str]]:
         except (OSError, smtplib.SMTPException) as exc:
             out.append(("smtp", False, f"{s.smtp_host}:{s.smtp_port}: "
                         f"{exc.__class__.__name__}: {exc}"))
-    for name, configured in (("stripe", s.stripe_api_key), ("hubspot", s.hubspot_access_token),
-                             ("openai", s.openai_api_key)):
-        if configured is not None:
-            out.append((name, None, "configured, but this release has no connector for it "
-                        "yet"))
+    out.extend(_connector_checks(c))
+    if s.imap_host is None:
+        out.append(("imap", None, "not configured (IMAP_HOST): replies are logged on cards"))
+    if s.openai_api_key is None and s.openai_base_url is None:
+        out.append(("openai", None, "not configured: drafts come from the templates"))
+    return out
+
+
+def _connector_checks(c: Ctx) -> list[tuple[str, bool | None, str]]:
+    """One line per billing/CRM system: not configured, or its own `check()`."""
+    from bot.connectors import BILLING_SYSTEMS, NotConfigured, billing_source, crm_source
+
+    out: list[tuple[str, bool | None, str]] = []
+    for name in ("stripe", "quickbooks", "hubspot"):
+        try:
+            source = (billing_source(c.settings, name, c.engine) if name in BILLING_SYSTEMS
+                      else crm_source(c.settings))
+            if isinstance(source, NotConfigured):
+                out.append((name, None, str(source).split(": ", 1)[1]))
+                continue
+            out.append((name, True, source.check()))
+        except ConnectorError as exc:
+            out.append((name, False, str(exc)))
     return out
 
 
