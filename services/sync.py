@@ -35,7 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import BillingPage, BillingSource, CrmCompany, CrmSource
-from dunning.model import CustomerContext
+from dunning.model import CustomerContext, InvoiceRecord, InvoiceStatus
+from dunning.money import from_minor
 from dunning.policy import Policy
 from services.common import Actor, ServiceError, audit, chunks
 from services.importing import ImportSummary, upsert_ledger
@@ -137,10 +138,32 @@ def _merge_billing(billing: CustomerContext, row: t.Customer | None) -> Customer
     return merged
 
 
+def _resolve_deleted(session: Session, invoices: list[InvoiceRecord]) -> list[InvoiceRecord]:
+    """A source that knows only the id of a deleted invoice sends it with no customer: void
+    the stored invoice of that id; one the ledger never had is nothing to store."""
+    out = []
+    for rec in invoices:
+        if rec.customer_id:
+            out.append(rec)
+            continue
+        row = session.get(t.Invoice, rec.invoice_id)
+        if row is None:
+            continue
+        out.append(InvoiceRecord(
+            invoice_id=row.id, number=row.number, customer_id=row.customer_id,
+            issue_date=row.issue_date, due_date=row.due_date, currency=row.currency,
+            amount=from_minor(row.amount_minor, row.currency),
+            amount_paid=from_minor(row.amount_paid_minor, row.currency),
+            status=InvoiceStatus.VOID, paid_date=row.paid_date, payment_link=row.payment_link,
+            payment_failed_on=row.payment_failed_on))
+    return out
+
+
 def store_billing_page(session: Session, page: BillingPage, *, system: str, policy: Policy,
                        actor: Actor, now: datetime) -> ImportSummary:
     """Upsert one page (customers first, merged with CRM-owned fields), link ids, save the
     page's cursor: all in the caller's transaction."""
+    page = replace(page, invoices=_resolve_deleted(session, page.invoices))
     ids = [c.customer_id for c in page.customers]
     rows = {r.id: r for batch in chunks(ids)
             for r in session.exec(select(t.Customer).where(col(t.Customer.id).in_(batch)))}

@@ -222,3 +222,18 @@ def test_crm_tasks_for_owner_escalations_and_notes_for_sent_reminders(db: Engine
                                   sent_key="email:1", now=NOW)
     deliver_crm(db, crm, now=NOW)
     assert len(crm.notes) == 1 and "INV-0001" in str(crm.notes[0]["body"])
+
+
+def test_a_deleted_invoice_known_only_by_id_voids_the_stored_one(db: Engine) -> None:
+    sync_billing(db, ListBilling(pages_of(1, 2)), policy=P, now=NOW, full=True)
+    gone = [replace(invoice(0, 0), customer_id="", amount=Decimal("0"),
+                    status=InvoiceStatus.VOID),
+            replace(invoice(77, 0), customer_id="", amount=Decimal("0"),
+                    status=InvoiceStatus.VOID)]
+    report = sync_billing(db, ListBilling([BillingPage([], gone, None)]), policy=P, now=NOW,
+                          full=True)
+    assert report.totals["invoices_closed"] == 1
+    with session_scope(db) as s:
+        row = s.get(t.Invoice, "in_0000")
+        assert row is not None and row.status == "void" and row.amount_minor == 120000
+        assert s.get(t.Invoice, "in_0077") is None  # never ours: nothing stored
