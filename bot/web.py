@@ -74,9 +74,15 @@ def build_web(app: App, deps: Deps) -> Starlette:
         body = await anyio.to_thread.run_sync(metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[
+    routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ])
+    ]
+    if deps.settings.stripe_webhook_secret is not None:  # Stripe events only when configured
+        from bot.stripe_webhook import stripe_webhook_route
+
+        routes.append(stripe_webhook_route(
+            deps, deps.settings.stripe_webhook_secret.get_secret_value()))
+    return Starlette(routes=routes)

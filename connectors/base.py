@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -79,6 +79,11 @@ class BillingSource(Protocol):
 
     def check(self) -> str:
         """Authenticate and reach the API; a one-line description, or raise ConnectorError."""
+        ...
+
+    def refresh(self, invoice_ids: Sequence[str]) -> BillingPage:
+        """These invoices as they stand now, read by id (cursor None); an id the system no
+        longer has comes back void with an empty customer_id."""
         ...
 
 

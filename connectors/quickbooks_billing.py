@@ -33,7 +33,7 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -681,6 +681,25 @@ class QuickBooksBilling:
             if last:
                 return
             start = following
+
+    def refresh(self, invoice_ids: Sequence[str]) -> BillingPage:
+        """The current state of given ledger invoices (ids "qbo-<Id>"), read by id: after a
+        full backfill, the ledger-open invoices it did not list (paid or voided while no
+        cursor covered them). An id QuickBooks no longer has comes back as deleted."""
+        before = self._session.calls
+        wanted = [qbo_id(i) for i in invoice_ids]
+        raw: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), MAX_PAGE_SIZE):
+            batch = wanted[start:start + MAX_PAGE_SIZE]
+            sql = (f"select * from Invoice where Id IN ({_sql_ids(batch)}) "
+                   f"MAXRESULTS {MAX_PAGE_SIZE}")
+            raw += self._entities(self._query(sql), "Invoice")
+        found = {str(i.get("Id")) for i in raw}
+        paid_on = self._payments_for(raw, {})
+        customers, invoices, domains = self._page(raw, [], paid_on)
+        invoices += [deleted_invoice({"Id": i}, self.company) for i in wanted if i not in found]
+        return BillingPage(customers=customers, invoices=invoices, cursor=None,
+                           customer_domains=domains, api_calls=self._session.calls - before)
 
     def _cdc(self, since: datetime, started: datetime) -> Iterator[BillingPage]:
         before = self._session.calls

@@ -73,6 +73,7 @@ class SyncReport:
     matched: int = 0
     unmatched: int = 0
     seconds: float = 0.0
+    refreshed: int = 0  # ledger-open invoices a backfill did not list, read by id
     cursor: str | None = None
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -85,7 +86,8 @@ class SyncReport:
                 "api_calls": self.api_calls, "customers_seen": self.customers_seen,
                 "invoices_seen": self.invoices_seen, "companies_seen": self.companies_seen,
                 "matched": self.matched, "unmatched": self.unmatched,
-                "seconds": round(self.seconds, 3), "totals": dict(sorted(self.totals.items()))}
+                "refreshed": self.refreshed, "seconds": round(self.seconds, 3),
+                "totals": dict(sorted(self.totals.items()))}
 
 
 # --- cursors ------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ def _external_ids(row: t.Customer | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _merge_billing(billing: CustomerContext, row: t.Customer | None) -> CustomerContext:
+def merge_billing(billing: CustomerContext, row: t.Customer | None) -> CustomerContext:
     """The billing system's view of a customer, keeping what the CRM and people own."""
     if row is None:
         return billing
@@ -167,7 +169,7 @@ def store_billing_page(session: Session, page: BillingPage, *, system: str, poli
     ids = [c.customer_id for c in page.customers]
     rows = {r.id: r for batch in chunks(ids)
             for r in session.exec(select(t.Customer).where(col(t.Customer.id).in_(batch)))}
-    customers = [_merge_billing(c, rows.get(c.customer_id)) for c in page.customers]
+    customers = [merge_billing(c, rows.get(c.customer_id)) for c in page.customers]
     known = set(ids)
     missing = sorted({i.customer_id for i in page.invoices} - known)
     if missing:
@@ -208,7 +210,10 @@ def sync_billing(engine: Engine, source: BillingSource, *, policy: Policy, now: 
     started = time.perf_counter()
     with session_scope(engine) as s:
         cursor = None if full else load_cursor(s, source.system)
-    for page in source.pages(cursor, full=full or cursor is None):
+    backfill = full or cursor is None
+    seen: set[str] = set()
+
+    def store(page: BillingPage) -> None:
         with session_scope(engine) as s:
             summary = store_billing_page(s, page, system=source.system, policy=policy,
                                          actor=actor, now=now)
@@ -220,6 +225,19 @@ def sync_billing(engine: Engine, source: BillingSource, *, policy: Policy, now: 
         report.add(summary)
         log.info("%s: page %d stored (%d invoices, %d customers)", source.system,
                  report.pages, len(page.invoices), len(page.customers))
+
+    for page in source.pages(cursor, full=backfill):
+        seen.update(r.invoice_id for r in page.invoices)
+        store(page)
+    if backfill:
+        # A backfill lists open invoices only: ledger-open ones it did not see were closed
+        # while no cursor covered them. Read those by id so none stays open forever.
+        with session_scope(engine) as s:
+            stale = sorted(set(s.exec(select(t.Invoice.id).where(
+                t.Invoice.status == "open", t.Invoice.source == source.system))) - seen)
+        for batch in chunks(stale, 100):
+            store(replace(source.refresh(batch), cursor=report.cursor))
+        report.refreshed = len(stale)
     report.seconds = time.perf_counter() - started
     return report
 
