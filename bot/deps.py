@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from bot.settings import Settings, SettingsError
 from connectors.errors import ConnectorError
+from connectors.llm import LlmClient
 from connectors.slack import Messenger
 from dunning.calendar import local_date
 from dunning.policy import Policy
@@ -31,6 +32,7 @@ class Deps:
     roles: Roles
     clock: Callable[[], datetime] = utc_now
     customer_index: CustomerIndex = field(default_factory=CustomerIndex)
+    llm: LlmClient | None = None  # drafts from the model when OPENAI_API_KEY is set
 
     def now(self) -> datetime:
         return self.clock()
@@ -58,6 +60,16 @@ def expand_groups(people: frozenset[str], messenger: Messenger) -> frozenset[str
     return frozenset(out)
 
 
+def build_llm(settings: Settings) -> LlmClient | None:
+    """The model client when OPENAI_API_KEY is set; without it drafts come from templates."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    if not key:
+        return None
+    return LlmClient(settings.openai_base_url, key, settings.openai_model,
+                     settings.openai_timeout_seconds, settings.openai_input_usd_per_mtok,
+                     settings.openai_output_usd_per_mtok)
+
+
 def build_deps(settings: Settings, messenger: Messenger, *,
                clock: Callable[[], datetime] = utc_now, engine: Engine | None = None) -> Deps:
     return Deps(
@@ -68,4 +80,5 @@ def build_deps(settings: Settings, messenger: Messenger, *,
         roles=Roles(finance=expand_groups(settings.finance_users(), messenger),
                     managers=expand_groups(settings.manager_users(), messenger)),
         clock=clock,
+        llm=build_llm(settings),
     )

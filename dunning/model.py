@@ -125,6 +125,7 @@ class CustomerContext:
     strategic: bool = False
     autopay: bool = False
     do_not_contact: bool = False
+    language: str | None = None  # ISO 639-1 for customer messages; None: from the country
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,9 @@ class EscalationState(StrEnum):
     """Where one escalation card stands; a handled card never goes back to proposed."""
 
     PROPOSED = "proposed"  # created by the cycle, not yet posted
+    # Claimed for posting (committed before chat.postMessage): after a crash the worker
+    # looks for the card in the channel's history before posting it again.
+    POSTING = "posting"
     POSTED = "posted"  # on Slack, waiting for a person
     APPROVED = "approved"  # draft approved: the message is in the outbox
     REJECTED = "rejected"  # draft rejected with a reason: nothing is sent
@@ -264,7 +268,8 @@ class EscalationState(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in (EscalationState.PROPOSED, EscalationState.POSTED)
+        return self in (EscalationState.PROPOSED, EscalationState.POSTING,
+                        EscalationState.POSTED)
 
 
 @dataclass(frozen=True)

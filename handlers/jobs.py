@@ -37,7 +37,8 @@ def post_cards(deps: Deps) -> PostResult:
         render_header=header,
         channels=deps.settings.owner_channels(),
         fallback_channel=deps.settings.dunning_digest_channel,
-        sender_name=deps.settings.dunning_sender_name, today=deps.today(), now=deps.now())
+        sender_name=deps.settings.dunning_sender_name, today=deps.today(), now=deps.now(),
+        llm=deps.llm, budget_usd=deps.settings.llm_daily_budget_usd)
 
 
 def post_digest(deps: Deps, channel: str) -> int:

@@ -47,6 +47,7 @@ def customer_context(row: Customer) -> CustomerContext:
         strategic=row.strategic,
         autopay=row.autopay,
         do_not_contact=row.do_not_contact,
+        language=row.language,
     )
 
 
