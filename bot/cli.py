@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -394,10 +395,25 @@ def demo_cmd(ctx: typer.Context,
              customers: Annotated[int, typer.Option(min=1, max=5000,
                                                     help="how many customers")] = 40,
              date_: DateOpt = None,
-             format_: Annotated[Format, typer.Option("--format")] = Format.table) -> None:
-    """Seed a realistic synthetic ledger (no accounts needed), then print today's plan."""
+             format_: Annotated[Format, typer.Option("--format")] = Format.table,
+             serve_: Annotated[bool, typer.Option(
+                 "--serve", help="run today's cycle and open a local Slack sandbox page where "
+                 "the real bot answers clicks, modals and /dunning")] = False,
+             port: Annotated[int, typer.Option(min=0, max=65535, help="port of the sandbox "
+                                               "page on 127.0.0.1 (0: any free one)")] = 3030,
+             no_browser: Annotated[bool, typer.Option(
+                 "--no-browser", help="print the sandbox URL without opening a browser")]
+             = False) -> None:
+    """Seed a realistic synthetic ledger (no accounts needed), then print today's plan.
+
+    With --serve: run today's cycle and serve a local page that plays Slack for the bot.
+    """
     c = _ctx(ctx)
     today = _parse_date(date_, "--date") or c.today()
+    if serve_:
+        _serve_sandbox(ctx, c, today=today, seed=seed, customers=customers, port=port,
+                       browser=not no_browser)
+        return
     with c.session() as session:
         summary = guarded(lambda: demo.seed(session, c.policy, seed_value=seed,
                                             n_customers=customers, today=today,
@@ -414,6 +430,55 @@ def demo_cmd(ctx: typer.Context,
     _print_plan(result, format_, title="today's plan")
     if format_ is Format.table:
         typer.echo("\nnext: `dunning status acme`, `dunning cycle`, `dunning plan --format json`")
+
+
+def _serve_sandbox(ctx: typer.Context, c: Ctx, *, today: date, seed: int, customers: int,
+                   port: int, browser: bool) -> None:
+    """The browser sandbox until Ctrl-C. Without --db it uses a fresh SQLite file, since the
+    sandbox's Slack lives only as long as the process and cards need a Slack to live in."""
+    import contextlib
+    import tempfile
+    import webbrowser
+
+    import uvicorn
+
+    from bot.sandbox.page import build_page
+    from bot.sandbox.workspace import Workspace, bind_loopback
+
+    db_url = c.db_url
+    if ctx.find_root().params.get("db") is None:
+        folder = Path(tempfile.mkdtemp(prefix="dunning-sandbox-"))
+        db_url = f"sqlite:///{folder / 'sandbox.db'}"
+    try:
+        sock = bind_loopback(port)
+    except OSError as exc:
+        fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); try --port 0")
+    s = c.settings
+    workspace = Workspace(db_url=db_url, today=today, seed=seed, customers=customers,
+                          timezone=s.dunning_timezone, country=s.dunning_country,
+                          currency=s.dunning_currency, policy_path=s.dunning_policy)
+    try:
+        guarded(workspace.start)
+        if workspace.seeded is not None:
+            typer.echo(f"seeded {workspace.seeded.customers_created} customers and "
+                       f"{workspace.seeded.invoices_created} invoices into {_safe_url(db_url)}")
+        day = guarded(workspace.run_day)
+        typer.echo(f"cycle for {day.day.isoformat()}: {day.created} escalation(s), "
+                   f"{day.posted} card(s) posted" + (", digest posted" if day.digest else ""))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        app = build_page(workspace, port=int(sock.getsockname()[1]))
+        typer.echo(f"Slack sandbox: {url}  (Ctrl-C stops it)")
+        if browser:
+            webbrowser.open(url)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None,
+                                               lifespan="off"))
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down: a clean stop.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+    finally:
+        workspace.stop()
+        sock.close()
+    typer.echo("sandbox stopped")
 
 
 def _slack_deps(c: Ctx) -> tuple[Deps, WebClient, str]:

@@ -871,6 +871,33 @@ class SlackSandbox:
                                                           message_ts=message_ts)
         return f"{self.url}actions/{key}"
 
+    def add_ephemeral(self, channel: str, user: str, *, text: str,
+                      blocks: Blocks | None = None) -> Ephemeral:
+        """Show an app's message to one user, as Slack does with a slash command's ack body
+        (the answer rides on the HTTP response, not on a Web API call)."""
+        with self._lock:
+            found = self._channel(channel)
+            self._user(user)
+            ephemeral = Ephemeral(channel=found.id, user=user, ts=self._next_ts(), text=text,
+                                  blocks=list(blocks or []))
+            self._ephemerals.append(ephemeral)
+            return ephemeral
+
+    def replace_view(self, view_id: str, payload: JSONObject) -> View:
+        """Replace a modal's content, as Slack does with ``response_action: update`` in a
+        view_submission's ack; checked like views.update (ValueError with Slack's words)."""
+        with self._lock:
+            current = self._views.get(view_id)
+            if current is None:
+                raise KeyError(f"no view {view_id!r} in the Slack sandbox")
+            try:
+                checked = self._view_payload({"view": payload}, kind=current.type)
+            except _MethodError as exc:
+                raise ValueError(f"{exc.error}: {exc.message or ''}".strip()) from None
+            updated = replace(current, payload=checked, hash=self._new_hash())
+            self._views[view_id] = updated
+            return updated
+
     def fail_next(self, method: str, *, error: str | None = None, status: int = 429,
                   retry_after: int | None = 1, times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` fail, in Slack's shapes.
