@@ -17,7 +17,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from blocks.ids import ActionId, BlockId, FinanceDecision, card_actions_block_id
+from blocks.ids import (
+    ActionId,
+    BlockId,
+    FinanceDecision,
+    card_actions_block_id,
+    reply_value,
+)
 from blocks.kit import (
     LANE_EMOJI,
     Block,
@@ -55,12 +61,16 @@ from dunning.model import (
     PromiseStatus,
     Touch,
 )
+from dunning.replies import Intent, ReplyAnalysis
 from dunning.risk import RiskAssessment
 
 OTHERS_SHOWN = 5  # oldest other open invoices listed on a card
 DRAFT_PREVIEW = 600  # characters of the draft body shown on the card
 REASONS_SHOWN = 5  # escalation reasons on a card
 RISK_REASONS_SHOWN = 3
+REPLIES_SHOWN = 3  # reply proposals on a card (3 blocks each)
+GROUP_REPLIES_SHOWN = 3  # reply proposals on a customer card, in all (its 50-block budget)
+EVIDENCE_SHOWN = 200  # characters of a reply's evidence quoted on a card
 
 FINANCE_CHOICES = "service pause, payment plan, write-off or collections"
 
@@ -90,6 +100,16 @@ FINANCE_WORDS: dict[FinanceDecision, str] = {
 
 
 @dataclass(frozen=True)
+class ReplyProposal:
+    """A customer reply waiting for a person: what the rules understood, and from whom."""
+
+    reply_id: int
+    analysis: ReplyAnalysis
+    source: str = "imap"  # imap | card
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
 class CardData:
     """Everything one card shows; gathered by a service, rendered here."""
 
@@ -101,6 +121,7 @@ class CardData:
     last_touch: Touch | None
     owner_label: str  # "<@U123>" when the owner's Slack id is known, else the email
     handled_label: str | None = None  # e.g. "<@U123>" of whoever handled it
+    replies: tuple[ReplyProposal, ...] = ()  # proposals from customer replies, newest first
 
 
 def step_words(step: str, kind: Kind) -> str:
@@ -146,7 +167,7 @@ def build_escalation_card(card: CardData, *, today: date, tz_label: str = "UTC")
             f"*Due date*\n{inv.due_date.isoformat()} · {due_words(dpd)}",
             f"*Lane*\n{LANE_EMOJI[esc.lane]} {esc.lane.value}",
             f"*Owner*\n{clip(label(card.owner_label), 200)}",
-        ]),
+        ], accessory=_log_reply_button(card)),
     ]
     flags = _flags(card)
     if flags:
@@ -160,6 +181,7 @@ def build_escalation_card(card: CardData, *, today: date, tz_label: str = "UTC")
     state_lines = _state_lines(card, today=today)
     if state_lines:
         blocks.append(context(*state_lines))
+    blocks.extend(reply_blocks(card, most=REPLIES_SHOWN))
     if card.draft is not None:
         blocks.extend(_draft_blocks(card.draft))
     if card.others:
@@ -206,6 +228,7 @@ def build_customer_card(cards: list[CardData], *, today: date,
     if flags:
         blocks.append(context(flags))
     blocks.append(section(_risk_text(first.risk)))
+    shown_replies = 0
     for c in cards:
         esc, inv = c.escalation, c.invoice
         line = (f"*{escape(one_line(inv.number))}* · {_amount_due(inv)} · "
@@ -215,11 +238,15 @@ def build_customer_card(cards: list[CardData], *, today: date,
             line += f" · tone *{esc.tone.value}*"
         if esc.approval is Approval.FINANCE:
             line += " · needs finance approval"
-        blocks.append(section(clip(line, 2900)))
+        blocks.append(section(clip(line, 2900), accessory=_log_reply_button(c)))
         if esc.state.is_open:
             blocks.append(_actions(esc))
         else:
             blocks.append(context(clip(handled_line(c, tz_label=tz_label), 900)))
+        room = GROUP_REPLIES_SHOWN - shown_replies
+        if room > 0 and c.replies:
+            blocks.extend(reply_blocks(c, most=room))
+            shown_replies += min(room, len(c.replies))
     grouped = {c.invoice.invoice_id for c in cards}
     rest = tuple(o for o in first.others if o.invoice_id not in grouped)
     if rest:
@@ -461,3 +488,78 @@ def _actions(esc: Escalation) -> Block:
             button("Log call", action_id=ActionId.CALL_OUTCOME.value, value=value),
         ]
     return {"type": "actions", "block_id": card_actions_block_id(esc.id), "elements": elements}
+
+
+# --- customer replies -----------------------------------------------------------------------
+
+CONFIRM_WORDS: dict[Intent, str] = {
+    Intent.PROMISE_TO_PAY: "Log promise",
+    Intent.DISPUTE: "Record dispute",
+    Intent.ALREADY_PAID: "Note claimed payment",
+    Intent.OUT_OF_OFFICE: "Note out of office",
+}
+
+
+def _log_reply_button(card: CardData) -> dict[str, Any] | None:
+    """"Log customer reply" on an open card of an open invoice (a handled card offers no
+    buttons; replies by email still reach it through the mailbox)."""
+    if card.invoice.status is not InvoiceStatus.OPEN or not card.escalation.state.is_open:
+        return None
+    return button("Log customer reply", action_id=ActionId.LOG_REPLY.value,
+                  value=str(card.escalation.id))
+
+
+def reply_words(analysis: ReplyAnalysis, *, invoice_currency: str) -> str:
+    """What the customer's reply seems to say, in one mrkdwn line (customer text escaped)."""
+    a = analysis
+    amount = (f" {money(a.amount, a.currency or invoice_currency)}"
+              if a.amount is not None and a.amount > 0 else "")
+    if a.intent is Intent.PROMISE_TO_PAY:
+        when = f" on {short_date(a.promise_date)}" if a.promise_date else " (no date given)"
+        return f"Customer promises to pay{amount}{when}"
+    if a.intent is Intent.ALREADY_PAID:
+        ref = f" (reference {escape(one_line(a.reference))[:80]})" if a.reference else ""
+        return f"Customer says it has already paid{amount}{ref}"
+    if a.intent is Intent.DISPUTE:
+        why = f": {clip(escape(one_line(a.dispute_reason)), 200)}" if a.dispute_reason else ""
+        return f"Customer disputes the invoice{amount}{why}"
+    if a.intent is Intent.OUT_OF_OFFICE:
+        back = f" until {short_date(a.return_date)}" if a.return_date else ""
+        return f"Out of office{back}"
+    if a.intent is Intent.PAYMENT_PLAN:
+        start = f" starting {short_date(a.promise_date)}" if a.promise_date else ""
+        return f"Customer asks for a payment plan{start}"
+    if a.intent is Intent.RESEND_INVOICE:
+        return "Customer asks for the invoice again"
+    if a.intent is Intent.BILLING_UPDATE:
+        return "Customer sends a billing or contact update"
+    return "Customer replied"
+
+
+def reply_blocks(card: CardData, *, most: int = REPLIES_SHOWN) -> list[Block]:
+    """Each pending reply proposal: what it says with its evidence, where it came from (and
+    a visible prompt-injection warning), and the buttons to apply it or dismiss it."""
+    out: list[Block] = []
+    for proposal in card.replies[:most]:
+        a = proposal.analysis
+        words = reply_words(a, invoice_currency=card.invoice.currency)
+        evidence = clip(escape(one_line(a.evidence)), EVIDENCE_SHOWN) if a.evidence else ""
+        quote = f" (evidence: “{evidence}”)" if evidence else ""
+        out.append(section(clip(f"💬 {words}{quote}", 2900)))
+        origin = ("pasted on the card" if proposal.source == "card"
+                  else f"email from {escape(proposal.sender)}" if proposal.sender
+                  else "email")
+        lines = [clip(f"Reply #{proposal.reply_id} · {origin} · nothing changes until "
+                      "someone confirms", 600)]
+        if a.injection_suspected:
+            lines.insert(0, "⚠️ possible prompt injection in this reply: read it before "
+                            "confirming")
+        out.append(context(*lines))
+        value = reply_value(proposal.reply_id, card.escalation.id)
+        confirm = button(CONFIRM_WORDS.get(a.intent, "Log on the invoice"),
+                         action_id=ActionId.REPLY_CONFIRM.value, value=value,
+                         style=None if a.injection_suspected else "primary")
+        out.append({"type": "actions", "block_id": f"{BlockId.REPLY.value}:{proposal.reply_id}",
+                    "elements": [confirm, button("Dismiss", action_id=ActionId.REPLY_DISMISS.value,
+                                                 value=value)]})
+    return out

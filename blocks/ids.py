@@ -23,6 +23,9 @@ class ActionId(StrEnum):
     FINANCE_DECISION = "esc_finance"  # static_select (value: decision; id in the block_id)
     STATUS_PICK = "status_pick"  # button in a "several customers match" answer (value: id)
     OPEN_CARD = "open_card"  # link-style button on App Home (value: escalation id)
+    LOG_REPLY = "esc_log_reply"  # button: open the paste-a-customer-reply modal
+    REPLY_CONFIRM = "reply_confirm"  # button on a reply proposal (value: reply_value(...))
+    REPLY_DISMISS = "reply_dismiss"  # button on a reply proposal (value: reply_value(...))
 
 
 class ViewId(StrEnum):
@@ -36,6 +39,7 @@ class ViewId(StrEnum):
     REASSIGN = "v_reassign"
     CALL_OUTCOME = "v_call"
     FINANCE_DECISION = "v_finance"
+    LOG_REPLY = "v_log_reply"
 
 
 class BlockId(StrEnum):
@@ -54,6 +58,8 @@ class BlockId(StrEnum):
     DECISION = "decision"  # finance decision
     CARD = "card"  # the summary section of a card (for in-place updates)
     ACTIONS = "actions"  # a card's buttons/select: block_id "actions:<escalation id>"
+    REPLY_TEXT = "reply_text"  # the pasted customer reply
+    REPLY = "reply"  # a reply proposal's buttons: block_id "reply:<reply id>"
 
 
 def input_action(block: BlockId) -> str:
@@ -73,6 +79,20 @@ def escalation_id_from_block_id(block_id: str) -> int | None:
     if prefix != BlockId.ACTIONS.value or not sep or not (rest.isascii() and rest.isdigit()):
         return None
     return int(rest)
+
+
+def reply_value(reply_id: int, escalation_id: int) -> str:
+    """The value of a reply proposal's buttons: the reply, and the card it is shown on (the
+    card to update after the click)."""
+    return f"{reply_id}:{escalation_id}"
+
+
+def parse_reply_value(value: str | None) -> tuple[int, int] | None:
+    """(reply id, escalation id) from a reply button's value; None when malformed."""
+    reply, sep, esc = (value or "").partition(":")
+    if not sep or not all(x.isascii() and x.isdigit() for x in (reply, esc)):
+        return None
+    return int(reply), int(esc)
 
 
 class SnoozePreset(StrEnum):

@@ -294,6 +294,27 @@ def build_finance_modal(escalation_id: int, decision: FinanceDecision, *, invoic
     ], submit="Confirm", meta=meta)
 
 
+def build_log_reply_modal(escalation_id: int, *, invoice_label: str, today: date, key: str,
+                          channel: str | None = None, ts: str | None = None) -> dict[str, Any]:
+    """Paste a customer's reply (an email, a chat message, call notes in their words): the
+    bot proposes the next step on the card and changes nothing until someone confirms.
+
+    `key` (the click's trigger id) rides in the metadata so a retried submission is stored
+    once. `invoice_label` is plain text ("Acme Corporation · 2026-0311").
+    """
+    return _modal(ViewId.LOG_REPLY, "Log customer reply", [
+        section(f"Reply about *{escape(one_line(invoice_label))}*. The bot reads it and "
+                "proposes a next step on the card; nothing changes until you confirm it."),
+        _text_input(BlockId.REPLY_TEXT, "The customer's reply", multiline=True,
+                    max_length=MAX_INPUT,
+                    placeholder="Paste the email or message as the customer wrote it"),
+        {"type": "input", "block_id": BlockId.DATE.value, "label": plain("Received on"),
+         "hint": plain("Dates like “next Friday” are read from this day."),
+         "element": {"type": "datepicker", "action_id": input_action(BlockId.DATE),
+                     "initial_date": today.isoformat()}},
+    ], submit="Read reply", meta=_meta(escalation_id, channel, ts, key=key[:200]))
+
+
 def build_result_view(title: str, text: str) -> dict[str, Any]:
     """A plain modal to say something (an error, "Already handled by <@U1>").
 

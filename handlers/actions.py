@@ -13,13 +13,19 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from blocks import modals
-from blocks.ids import ActionId, FinanceDecision, escalation_id_from_block_id
+from blocks.ids import (
+    ActionId,
+    FinanceDecision,
+    escalation_id_from_block_id,
+    parse_reply_value,
+)
 from bot.deps import Deps
-from dunning.model import Approval, Kind
+from dunning.model import Approval, InvoiceStatus, Kind
 from handlers.common import card_data, deps_of, escalation_id_from, person_of, update_card
 from services.cards import Card, load_card, mark_done, may_act
 from services.common import ServiceError
 from services.posting import owner_label
+from services.replies import confirm_reply, dismiss_reply
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -150,6 +156,76 @@ def handle_done(ack: Ack, body: dict[str, Any], context: BoltContext,
     update_card(deps, card)
 
 
+def handle_log_reply(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext,
+                     respond: Respond) -> None:
+    """Open the paste-a-reply modal (any card of an open invoice: a reply is about the
+    invoice, whoever handled the card meanwhile)."""
+    ack()
+    deps = deps_of(context)
+    eid = escalation_id_from(body["actions"][0].get("value"))
+    if eid is None:
+        respond(text="This button does not name a card. Nothing was changed.",
+                response_type="ephemeral", replace_original=False)
+        return
+    try:
+        with session_scope(deps.engine) as s:
+            card = load_card(s, deps.policy, eid, deps.today())
+    except ServiceError as exc:
+        respond(text=str(exc), response_type="ephemeral", replace_original=False)
+        return
+    if card.invoice.status is not InvoiceStatus.OPEN:
+        respond(text=f"Invoice {card.invoice.number} is {card.invoice.status.value}: there is "
+                     "nothing left to decide. Nothing was changed.",
+                response_type="ephemeral", replace_original=False)
+        return
+    person = person_of(deps, body["user"]["id"])
+    if not may_act(deps.roles, person, card, finance_only=False):
+        respond(text=f"Sorry, only the account's owner or CSM, finance or a manager can log "
+                     f"replies on {card.invoice.customer.name}'s invoice "
+                     f"{card.invoice.number}. Nothing was changed.",
+                response_type="ephemeral", replace_original=False)
+        return
+    where = _where(body)
+    client.views_open(trigger_id=body["trigger_id"], view=modals.build_log_reply_modal(
+        card.escalation.id, invoice_label=f"{card.invoice.customer.name} · "
+                                          f"{card.invoice.number}",
+        today=deps.today(), key=str(body.get("trigger_id") or ""), channel=where["channel"],
+        ts=where["ts"]))
+
+
+def _reply_decision(confirm: bool) -> Callable[..., None]:
+    """Confirm (apply) or dismiss a reply proposal, then update the card it is shown on."""
+    def handle(ack: Ack, body: dict[str, Any], context: BoltContext,
+               respond: Respond) -> None:
+        ack()
+        deps = deps_of(context)
+        ids = parse_reply_value(body["actions"][0].get("value"))
+        if ids is None:
+            respond(text="This button does not name a reply. Nothing was changed.",
+                    response_type="ephemeral", replace_original=False)
+            return
+        reply_id, eid = ids
+        person = person_of(deps, body["user"]["id"])
+        try:
+            with session_scope(deps.engine) as s:
+                if confirm:
+                    confirm_reply(s, deps.policy, reply_id, actor=person, roles=deps.roles,
+                                  now=deps.now())
+                else:
+                    dismiss_reply(s, deps.policy, reply_id, actor=person, roles=deps.roles,
+                                  now=deps.now())
+        except ServiceError as exc:
+            respond(text=str(exc), response_type="ephemeral", replace_original=False)
+            return
+        try:
+            with session_scope(deps.engine) as s:
+                card = load_card(s, deps.policy, eid, deps.today())
+        except ServiceError:
+            return  # applied; the card is gone (another installation, removed)
+        update_card(deps, card)
+    return handle
+
+
 def register(app: App) -> None:
     app.action(ActionId.APPROVE.value)(_opener(_approve_modal,
                                                finance_only=_needs_finance_approval))
@@ -163,3 +239,6 @@ def register(app: App) -> None:
         _opener(_finance_modal, finance_only=lambda c: c.escalation.kind is
                 Kind.FINANCE_DECISION))
     app.action(ActionId.DONE.value)(handle_done)
+    app.action(ActionId.LOG_REPLY.value)(handle_log_reply)
+    app.action(ActionId.REPLY_CONFIRM.value)(_reply_decision(confirm=True))
+    app.action(ActionId.REPLY_DISMISS.value)(_reply_decision(confirm=False))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from slack_bolt import BoltContext
 
 from blocks.cards import (
     CardData,
+    ReplyProposal,
     build_customer_card,
     build_escalation_card,
     card_text,
@@ -18,9 +20,11 @@ from blocks.cards import (
 from blocks.kit import escape
 from bot.deps import Deps
 from connectors.errors import ConnectorError
+from connectors.imap import MailSource
 from handlers.limits import BlockLimitError, check_message
-from services.cards import Card, Person, cards_in_message
+from services.cards import Card, Person, cards_in_message, load_card
 from services.posting import owner_label
+from services.replies import PollResult, card_for_invoice, pending_replies, poll_mailbox
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,19 @@ def _guarded(deps: Deps, blocks: Blocks, text: str, what: str) -> tuple[Blocks, 
     return blocks, text
 
 
+def _with_replies(deps: Deps, data: list[CardData]) -> list[CardData]:
+    """The cards with the customer-reply proposals waiting on their invoices."""
+    with session_scope(deps.engine) as s:
+        pending = pending_replies(s, [d.invoice.invoice_id for d in data])
+    if not pending:
+        return data
+    return [replace(d, replies=tuple(
+        ReplyProposal(p.reply_id, p.analysis, p.source, p.sender)
+        for p in pending.get(d.invoice.invoice_id, ()))) for d in data]
+
+
 def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Blocks, str]:
-    data = card_data(deps, card, label)
+    [data] = _with_replies(deps, [card_data(deps, card, label)])
     blocks = build_escalation_card(data, today=deps.today(),
                                    tz_label=deps.settings.dunning_timezone)
     return _guarded(deps, blocks, card_text(data), f"card {card.escalation.id}")
@@ -73,7 +88,7 @@ def render_card(deps: Deps, card: Card, label: str | None = None) -> tuple[Block
 
 def render_group(deps: Deps, cards: list[Card], label: str | None = None
                  ) -> tuple[Blocks, str]:
-    data = [card_data(deps, c, label) for c in cards]
+    data = _with_replies(deps, [card_data(deps, c, label) for c in cards])
     blocks = build_customer_card(data, today=deps.today(),
                                  tz_label=deps.settings.dunning_timezone)
     return _guarded(deps, blocks, customer_card_text(data),
@@ -92,6 +107,32 @@ def update_card(deps: Deps, card: Card) -> None:
         deps.messenger.update(card.channel, card.ts, blocks=blocks, text=text)
     except ConnectorError:
         log.exception("card %s not updated in place", card.escalation.id)
+
+
+def refresh_reply_cards(deps: Deps, invoice_ids: list[str]) -> int:
+    """Show new reply proposals on the invoices' cards (updated in place); how many cards
+    were updated. Invoices without a card on Slack are skipped."""
+    updated = 0
+    for invoice_id in invoice_ids:
+        with session_scope(deps.engine) as s:
+            eid = card_for_invoice(s, invoice_id)
+            card = load_card(s, deps.policy, eid, deps.today()) if eid is not None else None
+        if card is not None and card.channel and card.ts:
+            update_card(deps, card)
+            updated += 1
+    return updated
+
+
+def poll_replies(deps: Deps, poller: MailSource) -> PollResult:
+    """The IMAP job: store new customer replies, then show their proposals on the cards.
+
+    Raises ConnectorError when the mailbox cannot be read; what was stored stays stored.
+    """
+    result = poll_mailbox(deps.engine, poller, now=deps.now(),
+                          default_timezone=deps.settings.dunning_timezone)
+    if result.invoices:
+        refresh_reply_cards(deps, result.invoices)
+    return result
 
 
 def escalation_id_from(value: str | None) -> int | None:

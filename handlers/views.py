@@ -28,6 +28,7 @@ from services.cards import (
     approve_draft,
     decide_finance,
     load_card,
+    may_act,
     move_card,
     reassign,
     reject_draft,
@@ -35,6 +36,7 @@ from services.cards import (
 )
 from services.common import ServiceError
 from services.posting import channel_for, owner_label
+from services.replies import log_card_reply
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -230,9 +232,25 @@ def _finance(deps: Deps, card: Card, person: Person, values: Values,
                        decision=decision, note=note, now=deps.now())
 
 
+def _log_reply(deps: Deps, card: Card, person: Person, values: Values,
+               meta: dict[str, Any]) -> None:
+    """A pasted customer reply: stored and read now; the card then shows the proposal."""
+    text = _text(values, BlockId.REPLY_TEXT, required=True)
+    received = _date(values, BlockId.DATE, required=False)
+    if not may_act(deps.roles, person, card, finance_only=False):
+        raise NotAllowedError("Only the account's owner or CSM, finance or a manager can log "
+                              f"replies on {card.invoice.customer.name}'s invoice. Nothing "
+                              "was changed.")
+    key = meta.get("key")
+    with session_scope(deps.engine) as s:
+        log_card_reply(s, card.escalation.id, text, actor=person.actor, now=deps.now(),
+                       received=received, key=str(key) if key else None)
+
+
 def register(app: App) -> None:
     for view_id, apply in ((ViewId.APPROVE, _approve), (ViewId.REJECT, _reject),
                            (ViewId.SNOOZE, _snooze), (ViewId.DISPUTE, _dispute),
                            (ViewId.PROMISE, _promise), (ViewId.REASSIGN, _reassign),
-                           (ViewId.CALL_OUTCOME, _call), (ViewId.FINANCE_DECISION, _finance)):
+                           (ViewId.CALL_OUTCOME, _call), (ViewId.FINANCE_DECISION, _finance),
+                           (ViewId.LOG_REPLY, _log_reply)):
         app.view(view_id.value)(_handler(apply))

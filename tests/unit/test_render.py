@@ -287,8 +287,8 @@ def test_a_real_card_shows_customer_amount_fields_and_buttons() -> None:
                   "and 7 more"):
         assert words in shown, words
     assert button_labels(html) == [
-        "Approve & send…", "Reject", "Snooze", "Dispute", "Promise to pay", "Reassign",
-        "Log call"]
+        "Log customer reply", "Approve & send…", "Reject", "Snooze", "Dispute",
+        "Promise to pay", "Reassign", "Log call"]
     cls = classes_of(html)
     assert {"avatar", "header", "fields", "context", "quote", "divider", "actions",
             "btn-primary"} <= set(cls)
