@@ -1,7 +1,8 @@
 """The language model, over the official `openai` client (any OpenAI-compatible server).
 
-One call asks for structured output (a JSON schema) and returns the parsed object, the
-token usage and its cost in micro-USD. The SDK's own retries are off (`max_retries=0`):
+One call (`complete_json`) asks for structured output (a JSON schema) and returns the
+parsed object, the token usage and its cost in micro-USD; `draft` and `classify_reply` are
+that call with their schema. The SDK's own retries are off (`max_retries=0`):
 `connectors.base.retrying` retries 429 and 5xx once or twice, honouring Retry-After, and
 everything, retries and waits included, fits in one time budget (`timeout`), because a
 draft that arrives late is worth less than the template it replaces.
@@ -36,6 +37,7 @@ from connectors.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from dunning.replies import DISPUTE_REASONS, Intent
 
 SYSTEM = "openai"
 
@@ -43,6 +45,31 @@ DRAFT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"subject": {"type": "string"}, "body": {"type": "string"}},
     "required": ["subject", "body"],
+    "additionalProperties": False,
+}
+
+_NULLABLE_TEXT: dict[str, Any] = {"type": ["string", "null"]}
+
+# What a customer's reply means (dunning.replies.ReplyAnalysis, minus what only the rules
+# may say: the injection flag). Strict structured output needs every field listed as
+# required, "null" standing for "not stated"; bounds such as 0..1 for confidence are
+# checked after the call (dunning.replies.check_model_reply), not by the server.
+REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "intent": {"type": "string", "enum": [i.value for i in Intent]},
+        "promise_date": {**_NULLABLE_TEXT, "description": "YYYY-MM-DD or null"},
+        "amount": {**_NULLABLE_TEXT, "description": "plain decimal such as 1250.00, or null"},
+        "currency": {**_NULLABLE_TEXT, "description": "ISO 4217 code or null"},
+        "reference": _NULLABLE_TEXT,
+        "dispute_reason": {"type": ["string", "null"], "enum": [*DISPUTE_REASONS, None]},
+        "return_date": {**_NULLABLE_TEXT, "description": "YYYY-MM-DD or null"},
+        "confidence": {"type": "number", "description": "from 0 to 1"},
+        "evidence": {"type": "string",
+                     "description": "the deciding sentence, copied exactly from the reply"},
+    },
+    "required": ["intent", "promise_date", "amount", "currency", "reference",
+                 "dispute_reason", "return_date", "confidence", "evidence"],
     "additionalProperties": False,
 }
 
@@ -220,6 +247,14 @@ class LlmClient:
         if not subject or not body:
             raise MalformedOutputError(SYSTEM, "the subject or the body is empty", answer.usage)
         return ModelDraft(subject, body, answer.usage, answer.model)
+
+    def classify_reply(self, messages: Sequence[Mapping[str, str]]) -> JsonAnswer:
+        """The model's reading of a customer reply: the REPLY_SCHEMA object, usage, cost.
+
+        Shaped, not trusted: the caller checks every claim against the reply
+        (dunning.replies.check_model_reply) before anything uses it.
+        """
+        return self.complete_json(messages, name="reply_analysis", schema=REPLY_SCHEMA)
 
     def close(self) -> None:
         self._client.close()

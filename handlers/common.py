@@ -129,7 +129,8 @@ def poll_replies(deps: Deps, poller: MailSource) -> PollResult:
     Raises ConnectorError when the mailbox cannot be read; what was stored stays stored.
     """
     result = poll_mailbox(deps.engine, poller, now=deps.now(),
-                          default_timezone=deps.settings.dunning_timezone)
+                          default_timezone=deps.settings.dunning_timezone, llm=deps.llm,
+                          budget_usd=deps.settings.llm_daily_budget_usd)
     if result.invoices:
         refresh_reply_cards(deps, result.invoices)
     return result

@@ -244,7 +244,8 @@ def _log_reply(deps: Deps, card: Card, person: Person, values: Values,
     key = meta.get("key")
     with session_scope(deps.engine) as s:
         log_card_reply(s, card.escalation.id, text, actor=person.actor, now=deps.now(),
-                       received=received, key=str(key) if key else None)
+                       received=received, key=str(key) if key else None, llm=deps.llm,
+                       budget_usd=deps.settings.llm_daily_budget_usd)
 
 
 def register(app: App) -> None:

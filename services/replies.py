@@ -40,11 +40,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from connectors.imap import InboundEmail, MailSource
+from connectors.llm import LlmClient
 from dunning.calendar import local_date, zone
 from dunning.model import EscalationState, InvoiceStatus
 from dunning.money import format_money, to_minor
 from dunning.policy import Policy
-from dunning.replies import Intent, ReplyAnalysis, classify
+from dunning.replies import Intent, ReplyAnalysis
 from services import actions as ledger
 from services.actions import Outcome
 from services.cards import (
@@ -57,6 +58,7 @@ from services.cards import (
     set_aside,
 )
 from services.common import Actor, NotFoundError, ServiceError, audit, customer_today
+from services.reply_llm import classify_reply
 from store import tables as t
 from store.engine import session_scope
 
@@ -322,9 +324,14 @@ def _existing(session: Session, message_id: str) -> t.CustomerReply | None:
 
 def _store(session: Session, *, source: str, message_id: str | None, mail_subject: str,
            body: str, sender: str | None, in_reply_to: str | None, received_at: datetime,
-           received_on: date, match: Match, actor: Actor, now: datetime) -> t.CustomerReply:
-    """Classify, insert and audit one reply (the caller checked it is new)."""
-    analysis = classify(body, received=received_on)
+           received_on: date, match: Match, actor: Actor, now: datetime,
+           llm: LlmClient | None = None, budget_usd: Decimal | str | None = None
+           ) -> t.CustomerReply:
+    """Classify (rules, checked by the model when one is configured), insert and audit one
+    reply (the caller checked it is new)."""
+    analysis = classify_reply(session, body, received=received_on,
+                              customer_id=match.customer_id, llm=llm, budget_usd=budget_usd,
+                              now=now)
     matched = match.invoice_id is not None or match.customer_id is not None
     row = t.CustomerReply(
         source=source, message_id=message_id, in_reply_to=in_reply_to, sender=sender,
@@ -362,7 +369,8 @@ def _timezone_of(session: Session, customer_id: str | None, default: str) -> str
 
 
 def ingest_email(session: Session, mail: InboundEmail, *, now: datetime,
-                 default_timezone: str = "UTC") -> IngestResult:
+                 default_timezone: str = "UTC", llm: LlmClient | None = None,
+                 budget_usd: Decimal | str | None = None) -> IngestResult:
     """Store one inbound email as a customer reply, once per Message-ID; change nothing else.
 
     `default_timezone` (the company's) dates a reply whose customer is unknown.
@@ -379,7 +387,8 @@ def ingest_email(session: Session, mail: InboundEmail, *, now: datetime,
     row = _store(session, source=ReplySource.IMAP, message_id=message_id,
                  mail_subject=mail.subject, body=mail.body, sender=mail.sender,
                  in_reply_to=mail.in_reply_to, received_at=received_at,
-                 received_on=local_date(received_at, tz), match=match, actor=BOT, now=now)
+                 received_on=local_date(received_at, tz), match=match, actor=BOT, now=now,
+                 llm=llm, budget_usd=budget_usd)
     return _result(row, created=True)
 
 
@@ -390,7 +399,8 @@ def _card_message_id(key: str) -> str:
 
 def log_card_reply(session: Session, escalation_id: int, text: str, *, actor: Actor,
                    now: datetime, received: date | None = None,
-                   key: str | None = None) -> IngestResult:
+                   key: str | None = None, llm: LlmClient | None = None,
+                   budget_usd: Decimal | str | None = None) -> IngestResult:
     """A reply a person pasted on a card: about that card's invoice, received on `received`
     (the customer's today when None). `key` (e.g. the modal's trigger id) makes a retried
     submission store nothing twice. The caller authorizes the person."""
@@ -422,7 +432,8 @@ def log_card_reply(session: Session, escalation_id: int, text: str, *, actor: Ac
     row = _store(session, source=ReplySource.CARD, message_id=message_id, mail_subject="",
                  body=text, sender=None, in_reply_to=None, received_at=received_at,
                  received_on=received_on,
-                 match=Match(cust.id, inv.id, escalation_id, "card"), actor=actor, now=now)
+                 match=Match(cust.id, inv.id, escalation_id, "card"), actor=actor, now=now,
+                 llm=llm, budget_usd=budget_usd)
     return _result(row, created=True)
 
 
@@ -718,7 +729,9 @@ def _store_unreadable(session: Session, mail: InboundEmail, *, now: datetime,
 
 
 def poll_mailbox(engine: Engine, poller: MailSource, *, now: datetime,
-                 default_timezone: str = "UTC", limit: int = 200) -> PollResult:
+                 default_timezone: str = "UTC", limit: int = 200,
+                 llm: LlmClient | None = None,
+                 budget_usd: Decimal | str | None = None) -> PollResult:
     """Read new mail since the stored cursor and store each message as a customer reply.
 
     Each message and the cursor after it are committed together, one message per
@@ -750,16 +763,19 @@ def poll_mailbox(engine: Engine, poller: MailSource, *, now: datetime,
         for uid in uids[:limit]:
             mail = box.fetch(uid)
             _poll_one(engine, mail, uid=uid, uidvalidity=box.uidvalidity, now=now,
-                      default_timezone=default_timezone, result=result)
+                      default_timezone=default_timezone, result=result, llm=llm,
+                      budget_usd=budget_usd)
             result.last_uid = uid
     return result
 
 
 def _poll_one(engine: Engine, mail: InboundEmail | None, *, uid: int, uidvalidity: int,
-              now: datetime, default_timezone: str, result: PollResult) -> None:
+              now: datetime, default_timezone: str, result: PollResult,
+              llm: LlmClient | None = None, budget_usd: Decimal | str | None = None) -> None:
     try:
         with session_scope(engine) as s:
-            outcome = ingest_email(s, mail, now=now, default_timezone=default_timezone) \
+            outcome = ingest_email(s, mail, now=now, default_timezone=default_timezone,
+                                   llm=llm, budget_usd=budget_usd) \
                 if mail is not None else None
             _write_cursor(s, uidvalidity, uid, now)
     except SQLAlchemyError:
