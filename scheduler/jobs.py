@@ -1,26 +1,35 @@
 """The worker's jobs. Each builds what it needs from settings and releases it after the
 run: the job store persists only a reference to the function, never live objects.
+
+Each named run is measured (duration, outcome ok/skipped/error, cards posted, connector
+retries and Slack 429s since the last record) and added to the totals in `meta`, which the
+web process serves on /metrics (`services.observability`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from bot.deps import Deps, build_deps, utc_now
 from bot.settings import Settings, load_settings
+from connectors.base import RETRIES, RetryStats
 from connectors.email import SmtpSender
 from connectors.errors import ConnectorError
-from connectors.slack import SlackMessenger, make_client
+from connectors.slack import RATE_LIMITED, SlackMessenger, make_client
 from dunning.calendar import is_business_day, local_date
 from handlers.jobs import post_cards, post_digest
 from services.common import Actor
 from services.delivery import deliver_outbox
+from services.observability import JobRun, record_job_run
 from services.planning import run_cycle
+from services.posting import PostResult
 from store.engine import make_engine, session_scope
 
 log = logging.getLogger(__name__)
@@ -31,31 +40,80 @@ class Run:
     settings: Settings
     engine: Engine
     deps: Deps | None  # None when Slack is not configured
+    outcome: str = "ok"  # a job sets "skipped" when there was nothing for it to do
+    cards_posted: int = 0
+    cards_reconciled: int = 0
+
+    def posted(self, result: PostResult) -> None:
+        self.cards_posted += result.posted
+        self.cards_reconciled += result.reconciled
+        if result.busy:  # another run was posting: this one did nothing
+            self.outcome = "skipped"
+
+
+@dataclass
+class _Flushed:
+    """The process counters as last recorded, so each record adds only what is new."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def delta(self, name: str, stats: RetryStats) -> dict[str, int]:
+        with stats.lock:
+            current = dict(stats.counts)
+        with self.lock:
+            before = self.seen.get(name, {})
+            self.seen[name] = current
+        return {k: n - before.get(k, 0) for k, n in current.items() if n != before.get(k, 0)}
+
+
+_FLUSHED = _Flushed()
+_RECORD = threading.Lock()  # jobs run in threads: one read-modify-write of the totals at once
+
+
+def _record(run: Run, job: str, seconds: float) -> None:
+    try:
+        with _RECORD, session_scope(run.engine) as s:
+            record_job_run(s, JobRun(
+                job=job, outcome=run.outcome, seconds=seconds, finished_at=utc_now(),
+                cards_posted=run.cards_posted, cards_reconciled=run.cards_reconciled,
+                retries=_FLUSHED.delta("retries", RETRIES),
+                rate_limited=_FLUSHED.delta("rate_limited", RATE_LIMITED)))
+    except Exception:  # metrics must never fail the job (e.g. the database is down)
+        log.warning("worker metrics for %s not recorded", job, exc_info=True)
 
 
 @contextmanager
-def job_run() -> Iterator[Run]:
+def job_run(name: str | None = None) -> Iterator[Run]:
+    """Settings, engine and Slack deps for one run; with a `name`, the run is measured."""
+    started = time.monotonic()
     settings = load_settings()
     engine = make_engine(settings.database_url)
+    run = Run(settings, engine, None)
     try:
-        deps = None
         if settings.slack_bot_token is not None and settings.slack_signing_secret is not None:
             client = make_client(settings.slack_bot_token.get_secret_value(),
                                  settings.slack_api_url)
-            deps = build_deps(settings, SlackMessenger(client), engine=engine)
-        yield Run(settings, engine, deps)
+            run.deps = build_deps(settings, SlackMessenger(client), engine=engine)
+        yield run
+    except BaseException:
+        run.outcome = "error"
+        raise
     finally:
+        if name is not None:
+            _record(run, name, time.monotonic() - started)
         engine.dispose()
 
 
 def daily_cycle() -> None:
     """The day's escalations on company business days, then the cards to Slack."""
-    with job_run() as run:
+    with job_run("daily_cycle") as run:
         now = utc_now()
         today = local_date(now, run.settings.dunning_timezone)
         if not is_business_day(today, run.settings.dunning_country):
             log.info("daily cycle skipped: %s is not a business day in %s", today,
                      run.settings.dunning_country)
+            run.outcome = "skipped"
             return
         with session_scope(run.engine) as s:
             result = run_cycle(s, run.settings.load_policy(), today, actor=Actor("scheduler"),
@@ -64,15 +122,19 @@ def daily_cycle() -> None:
                  len(result.holds))
         if run.deps is not None:
             posted = post_cards(run.deps)
+            run.posted(posted)
             log.info("posted %d card(s), %d left for the next try", posted.posted,
                      len(posted.failed))
 
 
 def repost() -> None:
     """Cards that could not be posted (Slack down, 429 storm) are tried again."""
-    with job_run() as run:
-        if run.deps is not None:
+    with job_run("repost") as run:
+        if run.deps is None:
+            run.outcome = "skipped"
+        else:
             posted = post_cards(run.deps)
+            run.posted(posted)
             if posted.posted or posted.failed:
                 log.info("reposted %d card(s), %d still waiting", posted.posted,
                          len(posted.failed))
@@ -80,9 +142,10 @@ def repost() -> None:
 
 def deliver() -> None:
     """Approved emails out of the outbox, each exactly once."""
-    with job_run() as run:
+    with job_run("deliver") as run:
         s = run.settings
         if not s.smtp_host:
+            run.outcome = "skipped"
             return
         sender = SmtpSender(s.smtp_host, s.smtp_port, s.smtp_username,
                             s.smtp_password.get_secret_value() if s.smtp_password else None)
@@ -95,13 +158,15 @@ def deliver() -> None:
 
 def digest() -> None:
     """The manager digest on company business days."""
-    with job_run() as run:
+    with job_run("digest") as run:
         today = local_date(utc_now(), run.settings.dunning_timezone)
         channel = run.settings.dunning_digest_channel
         if run.deps is None or not channel or not is_business_day(
                 today, run.settings.dunning_country):
+            run.outcome = "skipped"
             return
         try:
             post_digest(run.deps, channel)
         except ConnectorError:
+            run.outcome = "error"
             log.exception("digest not posted")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -39,10 +41,14 @@ def add_jobs(scheduler: BaseScheduler, settings: Settings) -> None:
     scheduler.add_job("scheduler.jobs:digest", CronTrigger(
         day_of_week="mon-fri", hour=digest_h, minute=digest_m, timezone=tz),
         id="digest", misfire_grace_time=DAILY_GRACE, **common)
+    # The outbox and the card reposts run at start as well: a worker restarted after a
+    # crash reconciles the cards it left in `posting` and sends what waits at once, not
+    # five minutes later.
+    start = datetime.now(ZoneInfo(tz))
     scheduler.add_job("scheduler.jobs:deliver", IntervalTrigger(seconds=30, timezone=tz),
-                      id="deliver", misfire_grace_time=60, **common)
+                      id="deliver", misfire_grace_time=60, next_run_time=start, **common)
     scheduler.add_job("scheduler.jobs:repost", IntervalTrigger(minutes=5, timezone=tz),
-                      id="repost", misfire_grace_time=300, **common)
+                      id="repost", misfire_grace_time=300, next_run_time=start, **common)
 
 
 def build_scheduler(settings: Settings, engine: Engine,

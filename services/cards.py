@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from email.utils import make_msgid
 from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from dunning.drafts import template_draft
+from connectors.llm import LlmClient
 from dunning.model import (
-    Action,
     Approval,
     Channel,
     Draft,
@@ -35,12 +35,16 @@ from dunning.model import (
 from dunning.policy import Policy
 from dunning.risk import RiskAssessment, assess
 from services.common import Actor, NotFoundError, ServiceError, audit, refresh_next_actions
+from services.drafting import make_draft
 from services.importing import close_invoice_escalations
 from services.outbox import enqueue
 from store import tables as t
 from store.repository import load_states
 
 MAX_SUBJECT = 200
+# A person may act on a card until it is handled; `posting` included: a card may be on Slack
+# already while its ts is not stored (the poster died), and a click must still work.
+OPEN_STATES = [s.value for s in EscalationState if s.is_open]
 MAX_BODY = 10_000
 
 
@@ -139,26 +143,12 @@ def load_card(session: Session, policy: Policy, escalation_id: int, today: date)
 
 
 def ensure_draft(session: Session, escalation_id: int, *, sender_name: str,
-                 now: datetime) -> None:
-    """A template draft for a customer-message card, made once per (invoice, step)."""
-    row = _row(session, escalation_id)
-    if row.kind != Kind.CUSTOMER_MESSAGE.value:
-        return
-    if session.exec(select(t.Draft.id).where(t.Draft.escalation_id == escalation_id)).first():
-        return
-    state = load_states(session, [row.invoice_id])[row.invoice_id]
-    esc = escalation_from_row(row)
-    action = Action(invoice_id=esc.invoice_id, step=esc.step, kind=esc.kind, tone=esc.tone,
-                    approval=esc.approval, channel=esc.channel, lane=esc.lane,
-                    days_past_due=esc.days_past_due, scheduled_on=esc.scheduled_on,
-                    reasons=esc.reasons, owner=esc.owner)
-    note = None if state.customer.ap_contact_email else (
-        "no accounts-payable email on file: add one before approving")
-    d = template_draft(state, action, sender_name=sender_name, note=note)
-    session.add(t.Draft(escalation_id=escalation_id, subject=d.subject, body=d.body,
-                        source=d.source, cache_key=f"{row.invoice_id}:{row.step}",
-                        note=d.note, created_at=now))
-    session.flush()
+                 now: datetime, llm: LlmClient | None = None,
+                 budget_usd: Decimal | str | None = None) -> None:
+    """The draft of a customer-message card, made once (services.drafting: the model when
+    configured and affordable, else the template, with a note saying why)."""
+    make_draft(session, escalation_id, llm=llm, sender_name=sender_name, now=now,
+               budget_usd=budget_usd)
 
 
 def cards_to_post(session: Session) -> list[int]:
@@ -168,10 +158,54 @@ def cards_to_post(session: Session) -> list[int]:
         .order_by(col(t.Escalation.id))) if i is not None]
 
 
+def claim_for_posting(session: Session, escalation_ids: list[int], *, channel: str) -> bool:
+    """proposed -> posting with the target channel, for all of `escalation_ids` or none.
+
+    Committed before chat.postMessage: a worker killed after Slack accepted the card but
+    before its ts was stored leaves the card in `posting`, which the next run reconciles
+    from the channel's history instead of posting it again.
+    """
+    result = session.exec(update(t.Escalation).where(
+        col(t.Escalation.id).in_(escalation_ids),
+        col(t.Escalation.state) == EscalationState.PROPOSED.value,
+    ).values(state=EscalationState.POSTING.value, slack_channel=channel, slack_ts=None))
+    if result.rowcount != len(escalation_ids):
+        session.rollback()  # another poster took some of them: leave the batch to it
+        return False
+    return True
+
+
+def release_claim(session: Session, escalation_ids: list[int]) -> None:
+    """posting -> proposed: Slack refused the card (it was not posted), try it again later."""
+    session.exec(update(t.Escalation).where(
+        col(t.Escalation.id).in_(escalation_ids),
+        col(t.Escalation.state) == EscalationState.POSTING.value,
+    ).values(state=EscalationState.PROPOSED.value, slack_channel=None))
+
+
+@dataclass(frozen=True)
+class PostingClaim:
+    """A card claimed for posting whose outcome is unknown (the poster died or timed out)."""
+
+    escalation_id: int
+    channel: str
+    created_at: datetime
+
+
+def cards_in_posting(session: Session) -> list[PostingClaim]:
+    """Escalations left in `posting` (with the channel they were meant for), oldest first."""
+    return [PostingClaim(r.id, r.slack_channel or "", r.created_at)
+            for r in session.exec(select(t.Escalation).where(
+                t.Escalation.state == EscalationState.POSTING.value)
+                .order_by(col(t.Escalation.id))) if r.id is not None]
+
+
 def mark_posted(session: Session, escalation_id: int, *, channel: str, ts: str) -> None:
+    """Record the card's message (from a claim, or from a proposed card posted directly)."""
     session.exec(update(t.Escalation).where(
         col(t.Escalation.id) == escalation_id,
-        col(t.Escalation.state) == EscalationState.PROPOSED.value,
+        col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
+                                     EscalationState.POSTING.value]),
     ).values(state=EscalationState.POSTED.value, slack_channel=channel, slack_ts=ts))
 
 
@@ -202,8 +236,7 @@ def _transition(session: Session, card: Card, *, to: EscalationState, person: Pe
     """Move an open card to `to` exactly once; a second click gets AlreadyHandledError."""
     result = session.exec(update(t.Escalation).where(
         col(t.Escalation.id) == card.escalation.id,
-        col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
-                                     EscalationState.POSTED.value]),
+        col(t.Escalation.state).in_(OPEN_STATES),
     ).values(state=to.value, handled_by=person.user_id, handled_at=now,
              **({"note": note} if note is not None else {})))
     if result.rowcount != 1:
@@ -329,11 +362,10 @@ def reassign(session: Session, card: Card, *, roles: Roles, person: Person, new_
 
 def open_cards_of(session: Session, policy: Policy, owner_email: str, today: date, *,
                   limit: int) -> list[Card]:
-    """The owner's open escalations (proposed or posted), oldest first."""
+    """The owner's open escalations (proposed, posting or posted), oldest first."""
     ids = [i for i in session.exec(select(t.Escalation.id).where(
         t.Escalation.owner == owner_email.lower(),
-        col(t.Escalation.state).in_([EscalationState.PROPOSED.value,
-                                     EscalationState.POSTED.value]))
+        col(t.Escalation.state).in_(OPEN_STATES))
         .order_by(col(t.Escalation.id)).limit(limit)) if i is not None]
     return [load_card(session, policy, i, today) for i in ids]
 

@@ -37,7 +37,8 @@ DSO_PERIOD = 90
 AT_RISK_CANDIDATES = 50
 AT_RISK_SHOWN = 5
 STALE_AFTER_BUSINESS_DAYS = 2
-OPEN = (EscalationState.PROPOSED.value, EscalationState.POSTED.value)
+OPEN = (EscalationState.PROPOSED.value, EscalationState.POSTING.value,
+        EscalationState.POSTED.value)
 
 
 def open_by_lane(session: Session, policy: Policy, today: date) -> dict[Lane, dict[str, Decimal]]:

@@ -44,6 +44,7 @@ class EscalationState(StrEnum):
     """Life of an escalation card, from the plan to its end."""
 
     PROPOSED = "proposed"  # created by the plan, not yet posted
+    POSTING = "posting"  # claimed for posting; reconciled from Slack's history after a crash
     POSTED = "posted"  # card is in the owner's channel
     APPROVED = "approved"
     REJECTED = "rejected"
