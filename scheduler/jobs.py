@@ -25,7 +25,7 @@ from connectors.errors import ConnectorError
 from connectors.slack import RATE_LIMITED, SlackMessenger, make_client
 from dunning.calendar import is_business_day, local_date
 from handlers.jobs import post_cards, post_digest
-from services.common import Actor
+from services.common import Actor, ServiceError
 from services.delivery import deliver_outbox
 from services.observability import JobRun, record_job_run
 from services.planning import run_cycle
@@ -170,3 +170,83 @@ def digest() -> None:
         except ConnectorError:
             run.outcome = "error"
             log.exception("digest not posted")
+
+
+def sync() -> None:
+    """Incremental sync of every configured billing system, then the CRM (hourly)."""
+    from bot.connectors import (
+        BILLING_SYSTEMS,
+        NotConfigured,
+        billing_source,
+        configured,
+        crm_source,
+    )
+    from services.sync import sync_billing, sync_crm
+
+    with job_run("sync") as run:
+        systems = configured(run.settings)
+        if not systems:
+            run.outcome = "skipped"
+            return
+        policy = run.settings.load_policy()
+        for name in systems:
+            try:
+                if name in BILLING_SYSTEMS:
+                    source = billing_source(run.settings, name, run.engine)
+                    assert not isinstance(source, NotConfigured)
+                    report = sync_billing(run.engine, source, policy=policy, now=utc_now())
+                else:
+                    crm = crm_source(run.settings)
+                    assert not isinstance(crm, NotConfigured)
+                    report = sync_crm(run.engine, crm, policy=policy, now=utc_now())
+                log.info("sync %s: %d page(s), %d call(s), %.1f s", name, report.pages,
+                         report.api_calls, report.seconds)
+            except (ConnectorError, ServiceError):
+                # One system down must not stop the others; the next run resumes its cursor.
+                run.outcome = "error"
+                log.exception("sync %s failed; stored pages are kept", name)
+
+
+def crm_followups() -> None:
+    """CRM tasks for owner escalations and notes for sent reminders, each once."""
+    from bot.connectors import NotConfigured, crm_source
+    from services.sync import deliver_crm
+
+    with job_run("crm_followups") as run:
+        crm = crm_source(run.settings)
+        if isinstance(crm, NotConfigured):
+            run.outcome = "skipped"
+            return
+        counts = deliver_crm(run.engine, crm, now=utc_now())
+        if any(counts.values()):
+            log.info("crm follow-ups: %s", counts)
+
+
+def replies() -> None:
+    """Poll the AR mailbox for customer replies; proposals appear on the cards."""
+    from connectors.imap import ImapPoller
+    from handlers.common import poll_replies
+    from services.replies import poll_mailbox
+
+    with job_run("replies") as run:
+        s = run.settings
+        if not s.imap_host or s.imap_password is None:
+            run.outcome = "skipped"
+            return
+        poller = ImapPoller(host=s.imap_host, port=s.imap_port,
+                            username=s.imap_username or "",
+                            password=s.imap_password.get_secret_value(), use_ssl=s.imap_ssl,
+                            folder=s.imap_folder, timeout=s.connector_timeout_seconds)
+        try:
+            if run.deps is not None:
+                result = poll_replies(run.deps, poller)
+            else:
+                result = poll_mailbox(run.engine, poller, now=utc_now(),
+                                      default_timezone=s.dunning_timezone)
+        except ConnectorError:
+            run.outcome = "error"
+            log.exception("mailbox not read; the next poll tries again")
+            return
+        if result.stored:
+            log.info("replies: %d stored (%d unmatched, %d flagged)", len(result.stored),
+                     len(result.unmatched), len(result.injection_suspected))

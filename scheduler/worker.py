@@ -49,6 +49,14 @@ def add_jobs(scheduler: BaseScheduler, settings: Settings) -> None:
                       id="deliver", misfire_grace_time=60, next_run_time=start, **common)
     scheduler.add_job("scheduler.jobs:repost", IntervalTrigger(minutes=5, timezone=tz),
                       id="repost", misfire_grace_time=300, next_run_time=start, **common)
+    # Connectors: incremental sync hourly; CRM tasks/notes each minute; the AR mailbox
+    # every 5 minutes. A job whose system is not configured returns at once ("skipped").
+    scheduler.add_job("scheduler.jobs:sync", IntervalTrigger(hours=1, timezone=tz),
+                      id="sync", misfire_grace_time=1800, **common)
+    scheduler.add_job("scheduler.jobs:crm_followups", IntervalTrigger(minutes=1, timezone=tz),
+                      id="crm_followups", misfire_grace_time=60, **common)
+    scheduler.add_job("scheduler.jobs:replies", IntervalTrigger(minutes=5, timezone=tz),
+                      id="replies", misfire_grace_time=300, **common)
 
 
 def build_scheduler(settings: Settings, engine: Engine,

@@ -54,7 +54,10 @@ def test_jobs_are_persisted_with_explicit_time_zones_and_misfire_grace(db: Engin
     scheduler.start(paused=True)
     try:
         jobs_by_id = {j.id: j for j in scheduler.get_jobs()}
-        assert set(jobs_by_id) == {"daily_cycle", "digest", "deliver", "repost"}
+        assert set(jobs_by_id) == {"daily_cycle", "digest", "deliver", "repost", "sync",
+                                   "crm_followups", "replies"}
+        assert all(str(j.trigger.timezone) == "Europe/Berlin" for j in jobs_by_id.values())
+        assert jobs_by_id["sync"].trigger.interval == timedelta(hours=1)
         daily = jobs_by_id["daily_cycle"]
         assert str(daily.trigger.timezone) == "Europe/Berlin"
         assert "hour='7', minute='30'" in str(daily.trigger)
@@ -67,7 +70,7 @@ def test_jobs_are_persisted_with_explicit_time_zones_and_misfire_grace(db: Engin
     again.start(paused=True)
     try:
         assert sorted(j.id for j in again.get_jobs()) == [
-            "daily_cycle", "deliver", "digest", "repost"]
+            "crm_followups", "daily_cycle", "deliver", "digest", "replies", "repost", "sync"]
     finally:
         again.shutdown(wait=False)
 
@@ -99,3 +102,34 @@ def test_migrations_leave_the_job_store_table_alone(db: Engine) -> None:
     scheduler.start(paused=True)
     scheduler.shutdown(wait=False)
     assert schema_diff(db) == []
+
+
+def test_sync_and_crm_jobs_bring_crm_context_and_create_owner_tasks(
+        db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hourly sync job against a loopback HubSpot: the company matched by name gives the
+    customer a new owner; after the cycle, the crm_followups job creates the owner's task
+    for the finance escalation once."""
+    from tests.fakes.hubspot_fake import TOKEN, HubSpotFake
+
+    import_samples(db)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SMTP_HOST", "IMAP_HOST",
+                 "STRIPE_API_KEY", "QUICKBOOKS_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", url_of(db))
+    monkeypatch.setenv("DUNNING_TIMEZONE", "America/New_York")
+    monkeypatch.setattr(jobs, "utc_now", lambda: datetime(2026, 11, 24, 13, 0, tzinfo=UTC))
+    with HubSpotFake() as fake:
+        owner = fake.add_owner("kim.lee@example.com", first="Kim", last="Lee")
+        fake.add_company(name="Contoso Pty. Ltd.", hubspot_owner_id=owner, health_score="25")
+        monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+        monkeypatch.setenv("HUBSPOT_API_HOST", fake.url)
+        jobs.sync()
+        with session_scope(db) as s:
+            contoso = s.get(t.Customer, "C-1004")
+            assert contoso is not None
+            assert (contoso.owner_email, contoso.health) == ("kim.lee@example.com", 25)
+        jobs.daily_cycle()
+        jobs.crm_followups()
+        jobs.crm_followups()
+        assert len(fake.tasks) == 1  # Contoso's service-pause decision, once
+        jobs.replies()  # no mailbox configured: skipped, no error
