@@ -625,7 +625,10 @@ def doctor(ctx: typer.Context) -> None:
 @app.command()
 def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="port (the Procfile passes $PORT)")] = 3000
+          port: Annotated[int, typer.Option(help="port (the Procfile passes $PORT)")] = 3000,
+          workers: Annotated[int, typer.Option(
+              min=1, max=64, envvar="WEB_CONCURRENCY",
+              help="worker processes (default WEB_CONCURRENCY, else 1)")] = 1,
           ) -> None:
     """The web process: Slack events at /slack/events and /healthz (Socket Mode when
     SLACK_APP_TOKEN is set)."""
@@ -640,6 +643,11 @@ def serve(ctx: typer.Context,
         SocketModeHandler(bolt, c.settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
         return
     import uvicorn
+    if workers > 1:
+        # Each worker process builds its own app (engine, Slack client) from settings.
+        uvicorn.run("bot.web:web_from_settings", factory=True, workers=workers, host=host,
+                    port=port, log_level="info", proxy_headers=True, log_config=None)
+        return
     uvicorn.run(build_web(bolt, deps), host=host, port=port, log_level="info",
                 proxy_headers=True, log_config=None)
 

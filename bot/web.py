@@ -86,3 +86,21 @@ def build_web(app: App, deps: Deps) -> Starlette:
         routes.append(stripe_webhook_route(
             deps, deps.settings.stripe_webhook_secret.get_secret_value()))
     return Starlette(routes=routes)
+
+
+def web_from_settings() -> Starlette:
+    """The web app built from settings alone: the factory each uvicorn worker process calls
+    when `dunning serve --workers N` (or WEB_CONCURRENCY) runs several."""
+    from bot.app import build_app
+    from bot.deps import build_deps
+    from bot.settings import load_settings
+    from connectors.slack import SlackMessenger, make_client
+    from store.engine import make_engine
+
+    settings = load_settings()
+    logs.configure(json_lines=settings.dunning_log_format == "json",
+                   secrets=settings.secret_values())
+    token, secret = settings.require_slack()
+    client = make_client(token.get_secret_value(), settings.slack_api_url)
+    deps = build_deps(settings, SlackMessenger(client), engine=make_engine(settings.database_url))
+    return build_web(build_app(deps, client, signing_secret=secret.get_secret_value()), deps)
