@@ -16,10 +16,12 @@ HTTP and never times out.
 
 Sync model (see `connectors.base`): a full backfill pages `select * from Invoice where
 Balance > '0'` with 1-based STARTPOSITION/MAXRESULTS and reads the customers of each page
-by id, so every page is self-contained. Its cursor resumes after the last stored page; the
-last page's cursor switches to change data capture from the time the backfill *started*,
-so nothing changed during the backfill is lost. Incremental runs ask CDC for Invoice,
-Customer and Payment changes since the cursor. When CDC would truncate (1,000 objects per
+by id, so every page is self-contained; then, the same way, the paid history
+(`Balance = '0' and TxnDate >= <lookback start>`, paid dates from the linked Payments'
+TxnDate). Its cursor resumes after the last stored page; the last page's cursor switches
+to change data capture from the time the backfill *started*, so nothing changed during
+the backfill is lost. Incremental runs ask CDC for Invoice, Customer and Payment changes
+since the cursor. When CDC would truncate (1,000 objects per
 entity) the run falls back to paging invoices by `MetaData.LastUpdatedTime`; when the
 cursor is older than CDC's 30-day window, to a full backfill.
 
@@ -70,6 +72,9 @@ CDC_WINDOW = timedelta(days=30)  # CDC refuses older changedSince values
 # Our clock and QuickBooks' can disagree by a little; asking from slightly earlier only
 # re-delivers a few changes, which the sync upserts idempotently.
 DEFAULT_CDC_OVERLAP = timedelta(minutes=5)
+# A full backfill also reads the invoices paid this many days back (`Balance = '0'`, by
+# TxnDate): the risk score needs each customer's settled history.
+PAID_LOOKBACK_DAYS = 365
 # Refresh a little before the access token expires rather than eat a 401 mid-sync.
 EXPIRY_MARGIN = timedelta(seconds=60)
 RECONNECT = "reconnect QuickBooks (authorize the app again and set QUICKBOOKS_REFRESH_TOKEN)"
@@ -313,9 +318,10 @@ def translate(exc: BaseException, response: requests.Response | None) -> Connect
 class _Cursor:
     """Where a run stands, as JSON text in the sync's cursor column.
 
-    `cdc`: ask for changes since `since`. `full` / `updated`: a paged query (open invoices;
-    invoices updated since `since`) resumes at `start`; when it ends, CDC takes over from
-    `handover`, the time the run began, so changes made while it ran are not lost.
+    `cdc`: ask for changes since `since`. `full` / `paid` / `updated`: a paged query (open
+    invoices; paid ones issued since `since`; invoices updated since `since`) resumes at
+    `start`; when it ends, CDC takes over from `handover`, the time the run began, so
+    changes made while it ran are not lost (`full` is followed by `paid` first).
     """
 
     mode: str
@@ -340,7 +346,7 @@ class _Cursor:
             start = int(raw.get("start", 1))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(SYSTEM, f"unreadable sync cursor {text[:80]!r}") from exc
-        if (mode not in ("full", "updated", "cdc") or since.tzinfo is None
+        if (mode not in ("full", "paid", "updated", "cdc") or since.tzinfo is None
                 or handover.tzinfo is None or start < 1):
             raise DataError(SYSTEM, f"unreadable sync cursor {text[:80]!r}")
         return _Cursor(mode, since, start, handover)
@@ -565,7 +571,8 @@ class QuickBooksBilling:
                  page_size: int = MAX_PAGE_SIZE, timeout: float = 30.0,
                  sleep: Callable[[float], None] | None = None, attempts: int = 5,
                  clock: Callable[[], datetime] = _utcnow,
-                 cdc_overlap: timedelta = DEFAULT_CDC_OVERLAP) -> None:
+                 cdc_overlap: timedelta = DEFAULT_CDC_OVERLAP,
+                 paid_lookback_days: int = PAID_LOOKBACK_DAYS) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
         if environment not in ("production", "sandbox"):
@@ -580,6 +587,7 @@ class QuickBooksBilling:
         self.sleep = sleep
         self.clock = clock
         self.cdc_overlap = cdc_overlap
+        self.paid_lookback_days = max(0, paid_lookback_days)
         self._seed = refresh_token or None
         self._store = token_store
         self._expires_at: datetime | None = None
@@ -643,6 +651,8 @@ class QuickBooksBilling:
     def _where(self, state: _Cursor) -> str:
         if state.mode == "full":
             return "Balance > '0'"
+        if state.mode == "paid":
+            return f"Balance = '0' and TxnDate >= '{state.since.date().isoformat()}'"
         return f"MetaData.LastUpdatedTime >= '{state.since.isoformat()}'"
 
     def _query_pages(self, state: _Cursor) -> Iterator[BillingPage]:
@@ -673,14 +683,28 @@ class QuickBooksBilling:
             paid_on = self._payments_for(fresh, {})
             customers, invoices, domains = self._page(fresh, [], paid_on)
             following = start + len(raw) - overlap
-            nxt = (_Cursor("cdc", handover - self.cdc_overlap) if last
-                   else _Cursor(state.mode, state.since, following, handover))
+            history = state.mode == "full" and self.paid_lookback_days > 0
+            if not last:
+                nxt = _Cursor(state.mode, state.since, following, handover)
+            elif history:  # open invoices done: the paid history of the lookback next
+                nxt = _Cursor("paid", self._lookback_start(handover), 1, handover)
+            else:
+                nxt = _Cursor("cdc", handover - self.cdc_overlap)
             yield BillingPage(customers=customers, invoices=invoices, cursor=nxt.dump(),
                               customer_domains=domains,
                               api_calls=self._session.calls - before)
             if last:
-                return
+                if not history:
+                    return
+                state, start, seen = nxt, 1, set()
+                continue
             start = following
+
+    def _lookback_start(self, moment: datetime) -> datetime:
+        """Midnight of the first day of the paid-history lookback, in the company's zone's
+        calendar (TxnDate is a plain date as the company books it)."""
+        day = local_date(moment, self.company.timezone) - timedelta(days=self.paid_lookback_days)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
     def refresh(self, invoice_ids: Sequence[str]) -> BillingPage:
         """The current state of given ledger invoices (ids "qbo-<Id>"), read by id: after a

@@ -6,13 +6,19 @@ customers expanded inline (one API call per page). Before the first page it note
 newest event, and once the last page is stored the cursor becomes that event position, so
 whatever changed while the backfill ran is replayed by the next incremental sync.
 
+The full sync then lists the invoices paid in the last `paid_lookback_days` (default 365;
+`status=paid`, `created[gte]`), their paid date from `status_transitions.paid_at`: the
+customers' settled history, which the risk score reads. Only after that last part does the
+cursor hand over to the event position.
+
 An incremental sync reads the Events API (`/v1/events`, invoice and customer types) from
 the cursor's `created[gte]`, skipping the event ids it already applied at that boundary;
 its cost follows the number of changes, not the size of the ledger. Events are applied
 oldest first, and each page's cursor resumes right after that page.
 
 Cursor (opaque to everyone else, JSON):
-    {"v": 1, "phase": "backfill", "after": "in_...", "events": {"since": T, "seen": [...]}}
+    {"v": 1, "phase": "backfill", "part": "open" | "paid", "after": "in_...",
+     "paid_since": T0, "events": {"since": T, "seen": [...]}}
     {"v": 1, "phase": "events", "since": T, "seen": ["evt_...", ...]}
 
 The mapping functions (`invoice_record`, `customer_context`, `customer_from_invoice`) are
@@ -62,6 +68,10 @@ EVENT_TYPES: tuple[str, ...] = (
 OVERLAP_SECONDS = 300
 # Stripe keeps events for 30 days; an older cursor cannot be replayed: start over.
 EVENT_RETENTION_SECONDS = 29 * 24 * 3600
+# A full backfill also reads the invoices paid this many days back: the risk score needs
+# each customer's settled history (paid late or on time), or every customer would look like
+# a first-time payer.
+PAID_LOOKBACK_DAYS = 365
 
 _STATUSES = {
     "open": InvoiceStatus.OPEN, "paid": InvoiceStatus.PAID, "void": InvoiceStatus.VOID,
@@ -263,9 +273,13 @@ def _events_cursor(pos: EventPosition) -> str:
     return json.dumps({"v": 1, "phase": "events", **pos.as_json()}, sort_keys=True)
 
 
-def _backfill_cursor(after: str, pos: EventPosition) -> str:
-    return json.dumps({"v": 1, "phase": "backfill", "after": after, "events": pos.as_json()},
-                      sort_keys=True)
+def _backfill_cursor(after: str, pos: EventPosition, *, part: str = "open",
+                     paid_since: int | None = None) -> str:
+    data: dict[str, Any] = {"v": 1, "phase": "backfill", "after": after,
+                            "events": pos.as_json(), "part": part}
+    if paid_since is not None:
+        data["paid_since"] = paid_since
+    return json.dumps(data, sort_keys=True)
 
 
 def _parse_cursor(cursor: str | None) -> dict[str, Any] | None:
@@ -296,7 +310,8 @@ class StripeBilling:
                  company_country: str, page_size: int = 100,
                  sleep: Callable[[float], None] | None = None, attempts: int = 5, *,
                  timeout: float = 30.0, company_currency: str = "USD",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 paid_lookback_days: int = PAID_LOOKBACK_DAYS) -> None:
         addresses: dict[str, str] = {"api": api_base.rstrip("/")} if api_base else {}
         self._client = stripe.StripeClient(
             api_key, base_addresses=addresses,  # type: ignore[arg-type]
@@ -310,6 +325,7 @@ class StripeBilling:
         self._sleep = sleep
         self._attempts = attempts
         self._clock = clock
+        self.paid_lookback_days = max(0, paid_lookback_days)
         # Customers seen with an automatically charged invoice: autopay stays on for them
         # across the pages of a run, whatever order their invoices come in.
         self._charged_automatically: set[str] = set()
@@ -391,8 +407,11 @@ class StripeBilling:
         state = None if full else _parse_cursor(cursor)
         counter = _Counter()
         if state is not None and state.get("phase") == "backfill":
+            since = state.get("paid_since")
             yield from self._backfill(counter, EventPosition.of(state.get("events") or {}),
-                                      after=str(state.get("after") or "") or None)
+                                      after=str(state.get("after") or "") or None,
+                                      part=str(state.get("part") or "open"),
+                                      paid_since=int(since) if since is not None else None)
             return
         if state is not None and state.get("phase") == "events":
             pos = EventPosition.of(state)
@@ -447,11 +466,19 @@ class StripeBilling:
             seen += [(str(e["id"]), newest) for e in data]
         return EventPosition(newest, tuple(sorted(seen)))
 
-    def _backfill(self, counter: _Counter, pos: EventPosition, *, after: str | None
+    def _backfill(self, counter: _Counter, pos: EventPosition, *, after: str | None,
+                  part: str = "open", paid_since: int | None = None
                   ) -> Iterator[BillingPage]:
+        """Open invoices, then (part "paid") those paid within the lookback, created since
+        `paid_since`: fixed when the backfill starts, so a resumed run lists the same set.
+        Only the very last page hands over to the event cursor noted before the first."""
+        if paid_since is None:
+            paid_since = int(self._clock()) - self.paid_lookback_days * 86400
         while True:
-            params: dict[str, Any] = {"status": "open", "limit": self.page_size,
+            params: dict[str, Any] = {"status": part, "limit": self.page_size,
                                       "expand": ["data.customer"]}
+            if part == "paid":
+                params["created"] = {"gte": paid_since}
             if after:
                 params["starting_after"] = after
             data, has_more = self._list(counter, "invoices", params)
@@ -463,10 +490,18 @@ class StripeBilling:
             if data:
                 after = str(data[-1]["id"])
             more = has_more and bool(data)
-            cursor = _backfill_cursor(after or "", pos) if more else _events_cursor(pos)
+            history = part == "open" and self.paid_lookback_days > 0
+            if more:
+                cursor = _backfill_cursor(after or "", pos, part=part, paid_since=paid_since)
+            elif history:  # the open part is done: the paid history comes next
+                cursor = _backfill_cursor("", pos, part="paid", paid_since=paid_since)
+            else:
+                cursor = _events_cursor(pos)
             yield self._page(customers, data, cursor, counter)
             if not more:
-                return
+                if not history:
+                    return
+                part, after = "paid", None
 
     def _events(self, counter: _Counter, pos: EventPosition) -> Iterator[BillingPage]:
         seen = {k for k, _ in pos.seen}

@@ -168,6 +168,10 @@ class StripeFake:
         self.now = now if now is not None else int(time.time())
         self.lock = threading.RLock()
         self.invoices: dict[str, dict[str, Any]] = {}
+        # Customers kept here instead of localstripe (bulk loads for the benchmark).
+        self.customers: dict[str, dict[str, Any]] = {}
+        self._sorted: list[dict[str, Any]] | None = None  # invoices newest first
+        self._position: dict[str, int] = {}
         self._order: dict[str, int] = {}  # invoice id -> creation sequence (ties in `created`)
         self.pending_items: dict[str, list[dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
@@ -274,6 +278,9 @@ class StripeFake:
     # -- invoices
 
     def _customer(self, customer_id: str, auth: str) -> dict[str, Any]:
+        local = self.customers.get(customer_id)
+        if local is not None:
+            return copy.deepcopy(local)
         status, obj = self._upstream_json("GET", f"/v1/customers/{customer_id}", auth)
         if status != 200:
             raise FakeError(404, f"No such customer: '{customer_id}'", code="resource_missing")
@@ -343,8 +350,84 @@ class StripeFake:
         }
         self.invoices[iid] = inv
         self._order[iid] = self._seq
+        self._sorted = None
         self.emit("invoice.created", inv)
         return inv
+
+    # -- bulk loads (the benchmark: 100k invoices through localstripe would take too long)
+
+    def add_customer(self, *, name: str, email: str, country: str, timezone: str | None = None,
+                     currency: str = "usd") -> dict[str, Any]:
+        """A customer kept by the fake itself, shaped as Stripe returns one."""
+        with self.lock:
+            self._seq += 1
+            cid = f"cus_b{self._seq:09d}"
+            cust: dict[str, Any] = {
+                "id": cid, "object": "customer", "name": name, "email": email,
+                "address": {"country": country}, "currency": currency,
+                "metadata": {"timezone": timezone} if timezone else {},
+                "invoice_settings": {"default_payment_method": None},
+                "default_source": None, "created": self.now, "livemode": False,
+                "deleted": False}
+            self.customers[cid] = cust
+            return cust
+
+    def add_open_invoice(self, customer: dict[str, Any], amount: int, *, due_date: int,
+                         number: str | None = None, event: bool = False) -> dict[str, Any]:
+        """A finalized `send_invoice` invoice created at `now`, written straight into the
+        store (`event=True` also records `invoice.finalized`, as a new invoice would)."""
+        with self.lock:
+            self._seq += 1
+            iid = f"in_b{self._seq:010d}"
+            inv: dict[str, Any] = {
+                "id": iid, "object": "invoice", "customer": customer["id"],
+                "customer_name": customer.get("name"),
+                "customer_email": customer.get("email"),
+                "customer_address": customer.get("address"),
+                "currency": customer.get("currency") or "usd",
+                "collection_method": "send_invoice", "status": "open",
+                "number": number or f"BULK-{self._seq:07d}", "created": self.now,
+                "due_date": due_date, "days_until_due": None, "amount_due": amount,
+                "amount_paid": 0, "amount_remaining": amount, "subtotal": amount,
+                "total": amount, "attempt_count": 0, "attempted": False,
+                "auto_advance": True,
+                "hosted_invoice_url": f"https://invoice.stripe.test/i/acct_fake/{iid}",
+                "invoice_pdf": None, "next_payment_attempt": None, "description": None,
+                "metadata": {}, "livemode": False, "effective_at": self.now,
+                "lines": {"object": "list", "data": [], "has_more": False,
+                          "url": f"/v1/invoices/{iid}/lines"},
+                "status_transitions": {"finalized_at": self.now, "paid_at": None,
+                                       "voided_at": None, "marked_uncollectible_at": None},
+            }
+            self.invoices[iid] = inv
+            self._order[iid] = self._seq
+            self._sorted = None
+            if event:
+                self.emit("invoice.finalized", inv)
+            return inv
+
+    def change_amount(self, inv: dict[str, Any], amount: int) -> dict[str, Any]:
+        """An open invoice's amount revised (credit note or edit): `invoice.updated`."""
+        with self.lock:
+            previous = {"amount_due": inv["amount_due"]}
+            inv["amount_due"] = inv["total"] = inv["subtotal"] = amount
+            inv["amount_remaining"] = amount - int(inv["amount_paid"])
+            self.emit("invoice.updated", inv, previous)
+            return inv
+
+    def mark_paid(self, inv: dict[str, Any]) -> None:
+        """Paid out of band at `now` (`invoice.paid`)."""
+        with self.lock:
+            self._mark_paid(inv, out_of_band=True)
+
+    def _ordered(self) -> list[dict[str, Any]]:
+        """Invoices newest first (`created`, then creation order), cached between writes."""
+        if self._sorted is None:
+            self._sorted = sorted(self.invoices.values(),
+                                  key=lambda i: (i["created"], self._order[i["id"]]),
+                                  reverse=True)
+            self._position = {inv["id"]: n for n, inv in enumerate(self._sorted)}
+        return self._sorted
 
     def finalize(self, inv: dict[str, Any]) -> dict[str, Any]:
         if inv["status"] != "draft":
@@ -436,18 +519,35 @@ class StripeFake:
         return inv
 
     def list_invoices(self, p: dict[str, Any], auth: str) -> dict[str, Any]:
-        ordered = sorted(self.invoices.values(),
-                         key=lambda i: (i["created"], self._order[i["id"]]), reverse=True)
+        ordered = self._ordered()
+        start = 0
         after = p.get("starting_after")
         if after:
             if after not in self.invoices:
                 raise FakeError(400, f"No such invoice: '{after}'", code="resource_missing")
-            ordered = ordered[ordered.index(self.invoices[after]) + 1:]
-        for key in ("status", "customer", "collection_method"):
-            if p.get(key):
-                ordered = [i for i in ordered if i[key] == p[key]]
+            start = self._position[after] + 1
+        wanted = {k: p[k] for k in ("status", "customer", "collection_method") if p.get(k)}
+        created = p.get("created")
+        bounds: list[tuple[Any, int]] = []
+        if isinstance(created, dict):
+            bounds = [(test, int(created[op])) for op, test in (
+                ("gte", int.__ge__), ("gt", int.__gt__), ("lte", int.__le__),
+                ("lt", int.__lt__)) if op in created]
+        elif created is not None:
+            bounds = [(int.__eq__, int(created))]
         limit = min(max(_int(p.get("limit"), 10) or 10, 1), 100)
-        page = [copy.deepcopy(i) for i in ordered[:limit]]
+        chosen: list[dict[str, Any]] = []
+        has_more = False
+        for n in range(start, len(ordered)):  # walk from the cursor: cost follows the page
+            inv = ordered[n]
+            if any(inv[k] != v for k, v in wanted.items()) or not all(
+                    test(int(inv["created"]), bound) for test, bound in bounds):
+                continue
+            if len(chosen) == limit:
+                has_more = True
+                break
+            chosen.append(inv)
+        page = [copy.deepcopy(i) for i in chosen]
         expand = p.get("expand") or []
         if "data.customer" in expand:
             cache: dict[str, dict[str, Any]] = {}
@@ -456,8 +556,7 @@ class StripeFake:
                 if cid not in cache:
                     cache[cid] = self._customer(cid, auth)
                 inv["customer"] = cache[cid]
-        return {"object": "list", "url": "/v1/invoices", "has_more": len(ordered) > limit,
-                "data": page}
+        return {"object": "list", "url": "/v1/invoices", "has_more": has_more, "data": page}
 
     def list_events(self, p: dict[str, Any]) -> dict[str, Any]:
         events = sorted(self.events, key=lambda e: (e["created"], e["_seq"]), reverse=True)
@@ -507,6 +606,9 @@ class StripeFake:
                             return self._public(e)
                     raise FakeError(404, f"No such event: '{parts[2]}'",
                                     code="resource_missing")
+            if (parts[:2] == ["v1", "customers"] and len(parts) == 3 and method == "GET"
+                    and parts[2] in self.customers):
+                return copy.deepcopy(self.customers[parts[2]])
             if parts[:2] != ["v1", "invoices"]:
                 return None
             if len(parts) == 2:
@@ -551,6 +653,9 @@ class StripeFake:
 class _Handler(BaseHTTPRequestHandler):
     owner: StripeFake
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms a request on Linux loopback).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass

@@ -52,6 +52,8 @@ def connect(fake: QuickBooksFake, **overrides: Any) -> QuickBooksBilling:
         "token_url": fake.token_url, "company_timezone": "America/New_York",
         "company_country": "US", "company_currency": "USD", "page_size": 1000,
         "sleep": Sleeps(), "clock": lambda: fake.now, "timeout": 5.0,
+        # Open invoices only unless a test asks for the paid history (tested on its own).
+        "paid_lookback_days": 0,
     }
     options.update(overrides)
     return QuickBooksBilling(**options)
@@ -385,3 +387,51 @@ def test_send_invoice_refuses_unknown_or_foreign_ids(fake: QuickBooksFake) -> No
     with pytest.raises(DataError, match="not a QuickBooks id"):
         connector.send_invoice("in_1Nstripe", "ap@x.example")
     assert fake.sent == []
+
+
+def test_a_full_backfill_brings_the_paid_history_with_payment_dates(
+        fake: QuickBooksFake) -> None:
+    """Risk scoring needs settled invoices: after the open ones, the backfill pages
+    `Balance = '0'` invoices issued within the lookback (paid date = the linked Payment's
+    TxnDate), resumably; only its last page hands over to CDC; incremental runs use CDC."""
+    seed_ledger(fake, 3, customers=2)
+    cust = fake.customers["2"]
+    old = fake.add_invoice(cust, "10.00", txn_date=date(2025, 2, 1))  # before the lookback
+    fake.pay(old["Id"], on=date(2025, 3, 1))
+    history = []
+    for n in range(5):
+        inv = fake.add_invoice(cust, f"{100 + n}.00", txn_date=date(2025, 6, 1 + n))
+        fake.pay(inv["Id"], on=date(2025, 7, 10 + n))
+        history.append(inv["Id"])
+    voided = fake.add_invoice(cust, "9.00", txn_date=date(2025, 6, 9))
+    fake.void(voided["Id"])  # Balance 0 too: listed, and stored as void
+    tokens = MemoryTokenStore()
+    crashing = connect(fake, page_size=2, paid_lookback_days=365, attempts=1,
+                       token_store=tokens).pages(None, full=True)
+    stored = [next(crashing), next(crashing), next(crashing)]  # open 2 + 1, then paid 1
+    assert [json.loads(p.cursor or "")["mode"] for p in stored] == ["full", "paid", "paid"]
+    fake.fail("query", drop=True)
+    with pytest.raises(UnavailableError):
+        next(crashing)
+
+    resumed = list(connect(fake, page_size=2, paid_lookback_days=365, token_store=tokens)
+                   .pages(stored[-1].cursor, full=False))
+    assert json.loads(resumed[-1].cursor or "")["mode"] == "cdc"
+    assert all(json.loads(p.cursor or "")["mode"] == "paid" for p in resumed[:-1])
+    sqls = [c.body for c in fake.calls if c.endpoint == "query" and "Balance = '0'" in c.body]
+    assert sqls and all("TxnDate >= '2025-03-02'" in q for q in sqls)  # fake.now 2026-03-02
+    records: dict[str, InvoiceRecord] = {}
+    for page in [*stored, *resumed]:
+        records.update((i.invoice_id, i) for i in page.invoices)
+    assert f"qbo-{old['Id']}" not in records
+    paid = [records[f"qbo-{i}"] for i in history]
+    assert [r.paid_date for r in paid] == [date(2025, 7, 10 + n) for n in range(5)]
+    assert {r.status for r in paid} == {InvoiceStatus.PAID}
+    assert paid[0].amount_paid == Decimal("100.00")
+    assert records[f"qbo-{voided['Id']}"].status is InvoiceStatus.VOID
+    assert len([r for r in records.values() if r.status is InvoiceStatus.OPEN]) == 3
+
+    before = fake.count("query")
+    list(connect(fake, paid_lookback_days=365, token_store=tokens)
+         .pages(resumed[-1].cursor, full=False))
+    assert fake.count("query") == before and fake.count("cdc") == 1

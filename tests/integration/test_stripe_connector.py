@@ -72,6 +72,8 @@ class Seller:
     def source(self, **kw: Any) -> StripeBilling:
         kw.setdefault("page_size", 100)
         kw.setdefault("timeout", 5.0)
+        # Open invoices only unless a test asks for the paid history (tested on its own).
+        kw.setdefault("paid_lookback_days", 0)
         return StripeBilling(API_KEY, self.fake.base_url, "America/New_York", "US",
                              sleep=self.sleeps.append, clock=lambda: self.fake.now, **kw)
 
@@ -304,3 +306,55 @@ def test_a_full_sync_reads_by_id_the_ledger_open_invoices_it_did_not_list(
     with session_scope(db) as s:
         status = {i.id: i.status for i in s.exec(select(t.Invoice))}
     assert status == {paid: "paid", voided: "void", still: "open"}
+
+
+def test_a_full_backfill_brings_the_paid_history_of_the_lookback_with_paid_dates(
+        seller: Seller, db: Engine) -> None:
+    """Risk scoring needs each customer's settled invoices: the backfill lists the invoices
+    paid within `paid_lookback_days` after the open ones, resumably, and only its very last
+    page hands over to the event cursor; an incremental run reads events only."""
+    west = seller.customer("West LLC", "pay@west.example", "US")
+    seller.fake.set_time(at(2025, 10, 1))
+    too_old = seller.invoice(west, 100, due=at(2025, 10, 31))
+    seller.client.v1.invoices.pay(too_old, params={"paid_out_of_band": True})
+    seller.fake.set_time(at(2026, 7, 1))
+    history = []
+    for n in range(3):
+        inv = seller.invoice(west, 2000 + n, due=at(2026, 7, 31))
+        seller.fake.set_time(at(2026, 8, 10 + n, 20))  # 16:00 in New York: paid on the day
+        seller.client.v1.invoices.pay(inv, params={"paid_out_of_band": True})
+        history.append(inv)
+    voided = seller.invoice(west, 700)
+    seller.client.v1.invoices.void_invoice(voided)
+    seller.fake.set_time(START)
+    open_ = [seller.invoice(west, 1000 + n) for n in range(3)]
+    source = seller.source(page_size=2, paid_lookback_days=365,
+                           attempts=1)  # the clock is the fake's: 2026-11-02
+
+    seller.fake.fail("/v1/invoices", "drop", skip=3)  # open 1, open 2, paid 1, then a drop
+    with pytest.raises(UnavailableError):
+        sync_billing(db, source, policy=DEFAULT_POLICY, now=datetime(2026, 11, 2, tzinfo=UTC))
+    with session_scope(db) as s:
+        cursor = json.loads(load_cursor(s, "stripe") or "")
+    assert (cursor["phase"], cursor["part"]) == ("backfill", "paid")
+    assert cursor["paid_since"] == at(2026, 11, 2, 15) - 365 * 86400
+
+    report = sync_billing(db, seller.source(page_size=2, paid_lookback_days=365),
+                          policy=DEFAULT_POLICY, now=datetime(2026, 11, 2, tzinfo=UTC))
+    assert report.invoices_seen == 1  # resumed after the stored paid page, nothing repeated
+    paid_calls = [c[2] for c in seller.fake.calls
+                  if c[1] == "/v1/invoices" and c[2].get("status") == "paid"]
+    assert paid_calls and all(c["created"] == {"gte": str(cursor["paid_since"])}
+                              for c in paid_calls)
+    with session_scope(db) as s:
+        rows = {i.id: i for i in s.exec(select(t.Invoice))}
+        assert json.loads(load_cursor(s, "stripe") or "")["phase"] == "events"
+    assert set(rows) == {*open_, *history}  # not the one paid before the lookback, no void
+    assert [rows[i].paid_date for i in history] == [date(2026, 8, 10 + n) for n in range(3)]
+    assert {rows[i].status for i in history} == {"paid"}
+    assert rows[history[0]].amount_paid_minor == 2000
+
+    before = len(seller.fake.calls)
+    sync_billing(db, seller.source(page_size=2, paid_lookback_days=365),
+                 policy=DEFAULT_POLICY, now=datetime(2026, 11, 2, tzinfo=UTC))
+    assert not [c for c in seller.fake.calls[before:] if c[1] == "/v1/invoices"]
