@@ -105,7 +105,18 @@ def budget_micros(budget_usd: Decimal | str) -> int:
     return int(Decimal(str(budget_usd)) * MICROS)
 
 
-def _outcome(exc: ConnectorError) -> tuple[str, str]:
+def record_llm_call(session: Session, *, purpose: str, model: str, usage: Usage,
+                    outcome: str, subject_id: str | None, now: datetime) -> None:
+    """One row of `llm_call`: what a model call was for, its tokens, cost and outcome."""
+    session.add(t.LlmCall(at=now, purpose=purpose, model=model,
+                          prompt_tokens=usage.prompt_tokens,
+                          completion_tokens=usage.completion_tokens,
+                          cost_micros=usage.cost_micros, outcome=outcome,
+                          subject_id=subject_id))
+    session.flush()
+
+
+def call_outcome(exc: ConnectorError) -> tuple[str, str]:
     """(LlmCall.outcome, the card's note) for a failed call."""
     if isinstance(exc, LlmTimeoutError):
         return "timeout", "the model did not answer in time"
@@ -173,17 +184,13 @@ def compose(session: Session, state: InvoiceState, action: Action, *,
 
     def log_call(outcome: str, usage: Usage) -> None:
         if record:
-            session.add(t.LlmCall(at=now, purpose=PURPOSE, model=llm.model,
-                                  prompt_tokens=usage.prompt_tokens,
-                                  completion_tokens=usage.completion_tokens,
-                                  cost_micros=usage.cost_micros, outcome=outcome,
-                                  subject_id=subject_id))
-            session.flush()
+            record_llm_call(session, purpose=PURPOSE, model=llm.model, usage=usage,
+                            outcome=outcome, subject_id=subject_id, now=now)
 
     try:
         answer = llm.draft(messages)
     except ConnectorError as exc:
-        outcome, reason = _outcome(exc)
+        outcome, reason = call_outcome(exc)
         usage = getattr(exc, "usage", None) or Usage()
         log.warning("draft for %s/%s: model call failed (%s): %s", state.invoice_id,
                     action.step, outcome, exc)

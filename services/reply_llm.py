@@ -31,8 +31,7 @@ from dunning.replies import (
     classify,
     reply_prompt,
 )
-from services.drafting import _outcome as call_outcome
-from services.drafting import budget_micros, spent_today_micros
+from services.drafting import budget_micros, call_outcome, record_llm_call, spent_today_micros
 from store import tables as t
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,8 @@ def classify_reply(session: Session, text: str, *, received: date, customer_id: 
     messages = reply_prompt(text, received=received, facts=reply_facts(session, customer_id))
 
     def record(outcome: str, usage: Usage) -> None:
-        session.add(t.LlmCall(at=now, purpose=PURPOSE, model=llm.model,
-                              prompt_tokens=usage.prompt_tokens,
-                              completion_tokens=usage.completion_tokens,
-                              cost_micros=usage.cost_micros, outcome=outcome,
-                              subject_id=subject_id))
-        session.flush()
+        record_llm_call(session, purpose=PURPOSE, model=llm.model, usage=usage,
+                        outcome=outcome, subject_id=subject_id, now=now)
 
     try:
         answer = llm.classify_reply(messages)
