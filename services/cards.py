@@ -116,13 +116,16 @@ def _row(session: Session, escalation_id: int) -> t.Escalation:
 
 def load_card(session: Session, policy: Policy, escalation_id: int, today: date) -> Card:
     row = _row(session, escalation_id)
-    states = load_states(session, [row.invoice_id])
-    state = states[row.invoice_id]
+    # The card's invoice and the customer's other open ones in one load (one set of
+    # queries, not two: this runs on every click).
+    customer_id = session.exec(select(t.Invoice.customer_id).where(
+        t.Invoice.id == row.invoice_id)).one()
     other_ids = [i for i in session.exec(select(t.Invoice.id).where(
-        t.Invoice.customer_id == state.customer.customer_id, t.Invoice.status == "open",
-        t.Invoice.id != state.invoice_id))]
-    others = tuple(sorted(load_states(session, other_ids).values(),
-                          key=lambda s: (s.due_date, s.invoice_id)))
+        t.Invoice.customer_id == customer_id, t.Invoice.status == "open",
+        t.Invoice.id != row.invoice_id))]
+    states = load_states(session, [row.invoice_id, *other_ids])
+    state = states.pop(row.invoice_id)
+    others = tuple(sorted(states.values(), key=lambda s: (s.due_date, s.invoice_id)))
     total_due = state.amount_due + sum((o.amount_due for o in others
                                         if o.currency == state.currency), state.amount_due * 0)
     risk = assess(state.customer, state.history, amount_due=total_due,
