@@ -323,17 +323,18 @@ def free_port() -> int:
 # -- the run -------------------------------------------------------------------------------
 
 def run_level(target: Target, concurrency: int, requests: int, queries: list[str],
-              cards: list[Card]) -> dict[str, Any]:
-    """`requests` requests (a flow counts its two) from `concurrency` threads."""
+              cards: list[Card], *, status_share: float = 0.5) -> dict[str, Any]:
+    """`requests` requests (a flow counts its two) from `concurrency` threads; a share
+    `status_share` of the tasks are `/dunning status`, the rest approve and snooze flows."""
     tasks: list[tuple[str, Any]] = []
     sent = 0
     rng = random.Random(concurrency)
     while sent < requests:
         roll = rng.random()
-        if roll < 0.5 or not cards:
+        if roll < status_share or not cards:
             tasks.append(("status", rng.choice(queries)))
             sent += 1
-        elif roll < 0.75:
+        elif roll < status_share + (1 - status_share) / 2:
             tasks.append(("approve", cards.pop()))
             sent += 2
         else:
@@ -378,6 +379,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--database", default=DATABASE, help="PostgreSQL database to (re)create")
     p.add_argument("--reuse", action="store_true",
                    help="keep the database when it already holds a ledger of this size")
+    p.add_argument("--status-share", type=float, default=0.5,
+                   help="share of tasks that are /dunning status (1 = slash commands only)")
     p.add_argument("--out", type=Path, help="write the results as JSON")
     return p.parse_args(argv)
 
@@ -392,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = prepare_database(admin, args.database, args.invoices, args.seed, args.reuse)
     # Every flow uses a card: half the tasks are flows of two requests, so a level of N
     # requests runs about N/3 flows.
-    need = sum(args.requests // 3 + 20 for _ in levels)
+    need = sum(int(args.requests * (1 - args.status_share)) // 3 + 20 for _ in levels)
     folder = Path(tempfile.mkdtemp(prefix="dunning-load-"))
     secret = hashlib.sha256(os.urandom(16)).hexdigest()
     engine = make_engine(url)
@@ -411,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for q in queries[:5]:  # warm-up: the customer index is built on first use
                 target.status(q)
             for level in levels:
-                result = run_level(target, level, args.requests, queries, cards)
+                result = run_level(target, level, args.requests, queries, cards,
+                                   status_share=args.status_share)
                 result["invoices"] = args.invoices
                 results.append(result)
                 print(json.dumps(result), flush=True)
