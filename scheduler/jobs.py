@@ -149,7 +149,10 @@ def deliver() -> None:
             return
         sender = SmtpSender(s.smtp_host, s.smtp_port, s.smtp_username,
                             s.smtp_password.get_secret_value() if s.smtp_password else None)
-        result = deliver_outbox(run.engine, sender, now=utc_now())
+        result = deliver_outbox(run.engine, sender, now=utc_now(),
+                                quickbooks_send=s.quickbooks_send_invoices)
+        if s.quickbooks_send_invoices:
+            _quickbooks_sends(run)
         if result.sent or result.failed or result.needs_human or result.retried:
             log.info("outbox: sent %d, retry %d, failed %d, needs a person %d",
                      len(result.sent), len(result.retried), len(result.failed),
@@ -250,3 +253,20 @@ def replies() -> None:
         if result.stored:
             log.info("replies: %d stored (%d unmatched, %d flagged)", len(result.stored),
                      len(result.unmatched), len(result.injection_suspected))
+
+
+def _quickbooks_sends(run: Run) -> None:
+    """`Invoice.send` for the reminders of QuickBooks invoices that went out."""
+    from bot.connectors import NotConfigured, billing_source
+    from connectors.quickbooks_billing import QuickBooksBilling
+    from services.sync import deliver_quickbooks_sends
+
+    qbo = billing_source(run.settings, "quickbooks", run.engine)
+    if isinstance(qbo, NotConfigured) or not isinstance(qbo, QuickBooksBilling):
+        log.warning("QUICKBOOKS_SEND_INVOICES is set but QuickBooks is not configured")
+        return
+    counts = deliver_quickbooks_sends(
+        run.engine, lambda iid, to, key: qbo.send_invoice(iid, to, request_id=key),
+        now=utc_now())
+    if any(counts.values()):
+        log.info("QuickBooks Invoice.send: %s", counts)

@@ -23,7 +23,7 @@ from connectors.email import EmailSender, build_message
 from connectors.errors import AuthError, ConnectorError, DataError
 from dunning.model import EscalationState
 from services.common import Actor, audit
-from services.sync import queue_crm_note
+from services.sync import queue_crm_note, queue_quickbooks_send
 from store import tables as t
 from store.engine import session_scope
 
@@ -46,7 +46,9 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def deliver_outbox(engine: Engine, sender: EmailSender, *, now: datetime,
-                   limit: int = 50) -> DeliveryResult:
+                   limit: int = 50, quickbooks_send: bool = False) -> DeliveryResult:
+    """Send pending emails; with `quickbooks_send`, each reminder of a QuickBooks invoice
+    also queues `Invoice.send` (QUICKBOOKS_SEND_INVOICES), in the same transaction."""
     result = DeliveryResult()
     with session_scope(engine) as s:
         stale = list(s.exec(select(t.Outbox).where(
@@ -65,12 +67,13 @@ def deliver_outbox(engine: Engine, sender: EmailSender, *, now: datetime,
             col(t.Outbox.available_at) <= now).order_by(col(t.Outbox.id)).limit(limit))
             if i is not None]
     for item_id in ids:
-        _deliver_one(engine, sender, item_id, now=now, result=result)
+        _deliver_one(engine, sender, item_id, now=now, result=result,
+                     quickbooks_send=quickbooks_send)
     return result
 
 
 def _deliver_one(engine: Engine, sender: EmailSender, item_id: int, *, now: datetime,
-                 result: DeliveryResult) -> None:
+                 result: DeliveryResult, quickbooks_send: bool = False) -> None:
     with session_scope(engine) as s:
         claimed = s.exec(update(t.Outbox).where(
             col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
@@ -116,6 +119,9 @@ def _deliver_one(engine: Engine, sender: EmailSender, item_id: int, *, now: date
                 # The sent reminder goes on the CRM company's timeline (when linked).
                 queue_crm_note(s, invoice_id=inv.id, subject=str(payload["subject"]),
                                sent_key=key, now=now)
+                if quickbooks_send and payload.get("to"):
+                    queue_quickbooks_send(s, invoice_id=inv.id, to=str(payload["to"][0]),
+                                          sent_key=key, now=now)
         audit(s, actor=BOT, action="outbox.sent", entity="outbox", entity_id=key, at=now,
               after={"to": payload["to"], "message_id": payload["message_id"]})
     result.sent.append(key)

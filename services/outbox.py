@@ -9,13 +9,18 @@ because the message may already have left (an SMTP server gives no way to ask).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
+from services.common import Actor, audit
 from store import tables as t
 from store._sql import insert_if_absent
+from store.engine import session_scope
 
 
 def enqueue(session: Session, *, key: str, kind: str, payload: dict[str, Any],
@@ -29,3 +34,57 @@ def enqueue(session: Session, *, key: str, kind: str, payload: dict[str, Any],
         "status": "pending", "attempts": 0, "available_at": now, "created_at": now,
     }, "key")
     return True
+
+
+def deliver_calls(engine: Engine, *, kinds: Sequence[str],
+                  perform: Callable[[str, str, dict[str, Any]], str], actor: Actor,
+                  now: datetime, limit: int = 50, max_attempts: int = 5) -> dict[str, int]:
+    """Deliver pending items of `kinds` by calling `perform(kind, key, payload)` (returns a
+    reference, audited), each once: claim (pending -> sending, conditional UPDATE), call,
+    record. A crash mid-call leaves the item `sending`, which `deliver_outbox` later moves
+    to needs_human instead of calling again. Refusals (AuthError, DataError) and items out
+    of attempts end `failed`; other ConnectorErrors go back to `pending` with backoff."""
+    from connectors.errors import AuthError, ConnectorError, DataError
+
+    counts = {"sent": 0, "retried": 0, "failed": 0}
+    with session_scope(engine) as s:
+        ids = [i for i in s.exec(select(t.Outbox.id).where(
+            col(t.Outbox.kind).in_(list(kinds)), t.Outbox.status == "pending",
+            col(t.Outbox.available_at) <= now).order_by(col(t.Outbox.id)).limit(limit))
+            if i is not None]
+    for item_id in ids:
+        with session_scope(engine) as s:
+            claimed = s.exec(update(t.Outbox).where(
+                col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
+            ).values(status="sending", attempts=t.Outbox.attempts + 1, available_at=now))
+            if claimed.rowcount != 1:
+                continue  # another worker took it
+            item = s.get(t.Outbox, item_id)
+            assert item is not None
+            kind, key, attempts = item.kind, item.key, item.attempts
+            payload = json.loads(item.payload)
+        try:
+            ref = perform(kind, key, payload)
+        except ConnectorError as exc:
+            permanent = isinstance(exc, (AuthError, DataError)) or attempts >= max_attempts
+            with session_scope(engine) as s:
+                row = s.get(t.Outbox, item_id)
+                assert row is not None
+                row.status = "failed" if permanent else "pending"
+                row.last_error = str(exc)[:1000]
+                row.available_at = now + timedelta(seconds=min(3600, 30 * 2 ** attempts))
+                s.add(row)
+                if permanent:
+                    audit(s, actor=actor, action=f"{kind}.failed", entity="outbox",
+                          entity_id=key, at=now, after={"error": row.last_error})
+            counts["failed" if permanent else "retried"] += 1
+            continue
+        with session_scope(engine) as s:
+            row = s.get(t.Outbox, item_id)
+            assert row is not None
+            row.status, row.sent_at, row.last_error = "sent", now, None
+            s.add(row)
+            audit(s, actor=actor, action=f"{kind}.done", entity="outbox", entity_id=key,
+                  at=now, after={"ref": ref})
+        counts["sent"] += 1
+    return counts

@@ -20,13 +20,14 @@ What matches nothing is listed by `unmatched_report`, never dropped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import time
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -38,7 +39,7 @@ from connectors.base import BillingPage, BillingSource, CrmCompany, CrmSource
 from dunning.model import CustomerContext, InvoiceRecord, InvoiceStatus
 from dunning.money import from_minor
 from dunning.policy import Policy
-from services.common import Actor, ServiceError, audit, chunks
+from services.common import Actor, ServiceError, chunks
 from services.importing import ImportSummary, upsert_ledger
 from store import tables as t
 from store.engine import session_scope
@@ -464,62 +465,67 @@ def queue_crm_note(session: Session, *, invoice_id: str, subject: str, sent_key:
 
 def deliver_crm(engine: Engine, crm: CrmSource, *, now: datetime, limit: int = 50
                 ) -> dict[str, int]:
-    """Create the queued CRM tasks and notes, each once (same claim/record protocol as the
-    email outbox: an item interrupted mid-call goes to needs_human, never twice)."""
+    """Create the queued CRM tasks and notes, each once (the outbox's claim/record
+    protocol: an item interrupted mid-call goes to needs_human, never twice)."""
     from datetime import date as _date
 
-    from sqlalchemy import update
+    from services.outbox import deliver_calls
 
-    from connectors.errors import AuthError, ConnectorError, DataError
+    def perform(kind: str, key: str, payload: dict[str, Any]) -> str:
+        if kind == "crm_task":
+            return crm.create_task(payload["company_id"], owner_email=payload["owner_email"],
+                                   subject=payload["subject"], body=payload["body"],
+                                   due=_date.fromisoformat(payload["due"]))
+        return crm.log_note(payload["company_id"], body=payload["body"],
+                            when=_date.fromisoformat(payload["when"]))
 
-    counts = {"sent": 0, "retried": 0, "failed": 0}
-    with session_scope(engine) as s:
-        ids = [i for i in s.exec(select(t.Outbox.id).where(
-            col(t.Outbox.kind).in_(["crm_task", "crm_note"]), t.Outbox.status == "pending",
-            col(t.Outbox.available_at) <= now).order_by(col(t.Outbox.id)).limit(limit))
-            if i is not None]
-    for item_id in ids:
-        with session_scope(engine) as s:
-            claimed = s.exec(update(t.Outbox).where(
-                col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
-            ).values(status="sending", attempts=t.Outbox.attempts + 1, available_at=now))
-            if claimed.rowcount != 1:
-                continue
-            item = s.get(t.Outbox, item_id)
-            assert item is not None
-            kind, key, attempts = item.kind, item.key, item.attempts
-            payload = json.loads(item.payload)
-        try:
-            if kind == "crm_task":
-                ref = crm.create_task(payload["company_id"], owner_email=payload["owner_email"],
-                                      subject=payload["subject"], body=payload["body"],
-                                      due=_date.fromisoformat(payload["due"]))
-            else:
-                ref = crm.log_note(payload["company_id"], body=payload["body"],
-                                   when=_date.fromisoformat(payload["when"]))
-        except ConnectorError as exc:
-            permanent = isinstance(exc, (AuthError, DataError)) or attempts >= 5
-            with session_scope(engine) as s:
-                row = s.get(t.Outbox, item_id)
-                assert row is not None
-                row.status = "failed" if permanent else "pending"
-                row.last_error = str(exc)[:1000]
-                s.add(row)
-            counts["failed" if permanent else "retried"] += 1
-            continue
-        with session_scope(engine) as s:
-            row = s.get(t.Outbox, item_id)
-            assert row is not None
-            row.status, row.sent_at, row.last_error = "sent", now, None
-            s.add(row)
-            audit(s, actor=Actor(f"sync:{payload['crm']}"), action=f"{kind}.created",
-                  entity="outbox", entity_id=key, at=now, after={"ref": ref})
-        counts["sent"] += 1
-    return counts
+    return deliver_calls(engine, kinds=("crm_task", "crm_note"), perform=perform,
+                         actor=Actor(f"sync:{crm.system}"), now=now, limit=limit)
+
+
+def deliver_quickbooks_sends(engine: Engine, send: Callable[[str, str, str], None], *,
+                             now: datetime, limit: int = 50) -> dict[str, int]:
+    """Have QuickBooks email the invoice too (`Invoice.send`, QUICKBOOKS_SEND_INVOICES) for
+    each approved reminder that went out; `send(invoice_id, email, request_id)`."""
+    from services.outbox import deliver_calls
+
+    def perform(kind: str, key: str, payload: dict[str, Any]) -> str:
+        # Intuit's requestid is at most 50 characters: a digest of the outbox key.
+        send(payload["invoice_id"], payload["to"], hashlib.sha256(key.encode()).hexdigest()[:32])
+        return str(payload["invoice_id"])
+
+    return deliver_calls(engine, kinds=("quickbooks_send",), perform=perform,
+                         actor=Actor("sync:quickbooks"), now=now, limit=limit)
+
+
+def queue_quickbooks_send(session: Session, *, invoice_id: str, to: str, sent_key: str,
+                          now: datetime) -> bool:
+    """Queue `Invoice.send` for a reminder of a QuickBooks invoice that was just emailed."""
+    from services.outbox import enqueue
+
+    inv = session.get(t.Invoice, invoice_id)
+    if inv is None or inv.source != "quickbooks" or "@" not in to:
+        return False
+    return enqueue(session, key=f"quickbooks-send:{sent_key}", kind="quickbooks_send",
+                   payload={"invoice_id": invoice_id, "to": to}, now=now)
 
 
 __all__: Sequence[str] = (
-    "SyncError", "SyncReport", "UnmatchedReport", "deliver_crm", "load_cursor", "match_company",
-    "normalize_name", "queue_crm_note", "queue_crm_tasks", "save_cursor", "store_billing_page",
-    "sync_billing", "sync_crm", "sync_state", "unmatched_report",
+    "SyncError",
+    "SyncReport",
+    "UnmatchedReport",
+    "deliver_crm",
+    "deliver_quickbooks_sends",
+    "load_cursor",
+    "match_company",
+    "normalize_name",
+    "queue_crm_note",
+    "queue_crm_tasks",
+    "queue_quickbooks_send",
+    "save_cursor",
+    "store_billing_page",
+    "sync_billing",
+    "sync_crm",
+    "sync_state",
+    "unmatched_report",
 )

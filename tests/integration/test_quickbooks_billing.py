@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
 
 from connectors.base import BillingPage
 from connectors.errors import AuthError, DataError, RateLimitedError, UnavailableError
@@ -21,6 +23,8 @@ from connectors.quickbooks_billing import (
     decimal_of,
 )
 from dunning.model import InvoiceRecord, InvoiceStatus
+from store import tables as t
+from store.engine import session_scope
 from tests.fakes.quickbooks_fake import (
     THROTTLED,
     QuickBooksFake,
@@ -435,3 +439,53 @@ def test_a_full_backfill_brings_the_paid_history_with_payment_dates(
     list(connect(fake, paid_lookback_days=365, token_store=tokens)
          .pages(resumed[-1].cursor, full=False))
     assert fake.count("query") == before and fake.count("cdc") == 1
+
+
+def test_approved_reminders_of_quickbooks_invoices_are_also_sent_by_quickbooks_once(
+        fake: QuickBooksFake, db: Engine) -> None:
+    """QUICKBOOKS_SEND_INVOICES: the email goes out (outbox), which queues `Invoice.send` in
+    the same transaction; the QuickBooks call is made once, however often delivery runs."""
+    from email.message import EmailMessage
+
+    from dunning.policy import DEFAULT_POLICY
+    from services.cards import Person, Roles, approve_draft, ensure_draft, load_card
+    from services.common import Actor
+    from services.delivery import deliver_outbox
+    from services.planning import run_cycle
+    from services.sync import deliver_quickbooks_sends, sync_billing
+
+    class Sink:
+        def __init__(self) -> None:
+            self.sent: list[EmailMessage] = []
+
+        def send(self, message: EmailMessage) -> None:
+            self.sent.append(message)
+
+    customer = fake.add_customer("Send Co", email="ap@send.example")
+    invoice = fake.add_invoice(customer, "1200.00", txn_date=date(2026, 10, 2),
+                               due_date=date(2026, 11, 2))  # 20 days late: firm notice
+    now = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+    qbo = connect(fake)  # one instance: the fake rotates refresh tokens
+    sync_billing(db, qbo, policy=DEFAULT_POLICY, now=now, full=True)
+    with session_scope(db) as s:
+        result = run_cycle(s, DEFAULT_POLICY, date(2026, 11, 24), actor=Actor("scheduler"),
+                           now=now)
+        esc = s.exec(select(t.Escalation).where(
+            t.Escalation.kind == "customer_message")).one()
+        assert esc.id is not None and result.created
+        ensure_draft(s, esc.id, sender_name="AR", now=now)
+        card = load_card(s, DEFAULT_POLICY, esc.id, date(2026, 11, 24))
+        assert card.draft is not None
+        approve_draft(s, card, roles=Roles(finance=frozenset({"U_FIN"})),
+                      person=Person("U_FIN", "fin@example.com"), subject=card.draft.subject,
+                      body=card.draft.body, sender="ar@vendor.example", now=now)
+    sink = Sink()
+    assert len(deliver_outbox(db, sink, now=now, quickbooks_send=True).sent) == 1
+
+    def send(iid: str, to: str, request_id: str) -> None:
+        qbo.send_invoice(iid, to, request_id=request_id)
+
+    assert deliver_quickbooks_sends(db, send, now=now)["sent"] == 1
+    assert deliver_quickbooks_sends(db, send, now=now)["sent"] == 0
+    assert fake.sent == [(invoice["Id"], "ap@send.example")]
+    assert len(sink.sent) == 1
