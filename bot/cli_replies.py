@@ -68,3 +68,30 @@ def classify_cmd(
         return
     for line in _text_lines(analysis):
         typer.echo(line)
+
+
+@replies_app.command("unmatched")
+def unmatched(ctx: typer.Context,
+              limit: Annotated[int, typer.Option(min=1, max=1000, help="rows at most")] = 50,
+              format_: Annotated[TextFormat, typer.Option("--format")] = TextFormat.text
+              ) -> None:
+    """Customer replies from the AR mailbox that matched no invoice or customer (oldest
+    first): finance's to-do list; nothing is dropped."""
+    from services.replies import unmatched_replies
+
+    c = _ctx(ctx)
+    with c.session() as s:
+        rows = unmatched_replies(s, limit=limit)
+    if format_ is TextFormat.json:
+        typer.echo(json.dumps([{
+            "id": r.reply_id, "received_at": r.received_at.isoformat(), "sender": r.sender,
+            "subject": r.subject, "intent": r.intent,
+            "injection_suspected": r.injection_suspected} for r in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no unmatched replies")
+        return
+    for r in rows:
+        flag = "  ⚠️ possible prompt injection" if r.injection_suspected else ""
+        typer.echo(f"#{r.reply_id}  {r.received_at:%Y-%m-%d %H:%M}  {r.sender or '?'}  "
+                   f"{r.subject!r}  ({r.intent}){flag}")

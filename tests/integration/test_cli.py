@@ -231,3 +231,26 @@ def test_export_round_trips_into_a_fresh_database(db_url: str, tmp_path: Path) -
                               "2026-12-01")[1])
     assert status_a["open_totals"] == status_b["open_totals"]
     assert status_a["customer"]["risk_score"] == status_b["customer"]["risk_score"]
+
+
+def test_replies_unmatched_lists_what_matched_nothing(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from connectors.imap import InboundEmail
+    from services.replies import ingest_email
+    from store.engine import make_engine, session_scope
+
+    db = imported(str(tmp_path / "r.db"))
+    assert run(db, "replies", "unmatched")[1].strip() == "no unmatched replies"
+    engine = make_engine(f"sqlite:///{db}")
+    mail = InboundEmail(uid=1, message_id="<x1@stranger.example>", in_reply_to=None,
+                        references=(), sender="someone@stranger.example", sender_name=None,
+                        subject="Question about your services", body="Who are you?",
+                        date=datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
+    with session_scope(engine) as s:
+        ingest_email(s, mail, now=datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
+    engine.dispose()
+    code, out, _ = run(db, "replies", "unmatched")
+    assert code == 0 and "someone@stranger.example" in out and "Question about" in out
+    rows = json.loads(run(db, "replies", "unmatched", "--format", "json")[1])
+    assert [r["sender"] for r in rows] == ["someone@stranger.example"]
