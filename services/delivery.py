@@ -10,7 +10,6 @@ address, login refused) or too many attempts ends in `failed`, for a person to f
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from connectors.email import EmailSender, build_message
 from connectors.errors import AuthError, ConnectorError, DataError
 from dunning.model import EscalationState
 from services.common import Actor, audit
+from services.outbox import claim
 from services.sync import queue_crm_note, queue_quickbooks_send
 from store import tables as t
 from store.engine import session_scope
@@ -74,15 +74,10 @@ def deliver_outbox(engine: Engine, sender: EmailSender, *, now: datetime,
 
 def _deliver_one(engine: Engine, sender: EmailSender, item_id: int, *, now: datetime,
                  result: DeliveryResult, quickbooks_send: bool = False) -> None:
-    with session_scope(engine) as s:
-        claimed = s.exec(update(t.Outbox).where(
-            col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
-        ).values(status="sending", attempts=t.Outbox.attempts + 1, available_at=now))
-        if claimed.rowcount != 1:
-            return  # another worker took it
-        item = s.get(t.Outbox, item_id)
-        assert item is not None
-        key, attempts, payload = item.key, item.attempts, json.loads(item.payload)
+    got = claim(engine, item_id, now=now)
+    if got is None:
+        return  # another worker took it
+    key, attempts, payload = got.key, got.attempts, got.payload
     try:
         sender.send(build_message(payload))
     except ConnectorError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,28 @@ def enqueue(session: Session, *, key: str, kind: str, payload: dict[str, Any],
     return True
 
 
+@dataclass(frozen=True)
+class Claimed:
+    kind: str
+    key: str
+    attempts: int  # including this one
+    payload: dict[str, Any]
+
+
+def claim(engine: Engine, item_id: int, *, now: datetime) -> Claimed | None:
+    """pending -> sending by a conditional UPDATE in its own transaction: of two workers
+    only one gets the item (None for the other)."""
+    with session_scope(engine) as s:
+        claimed = s.exec(update(t.Outbox).where(
+            col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
+        ).values(status="sending", attempts=t.Outbox.attempts + 1, available_at=now))
+        if claimed.rowcount != 1:
+            return None
+        item = s.get(t.Outbox, item_id)
+        assert item is not None
+        return Claimed(item.kind, item.key, item.attempts, json.loads(item.payload))
+
+
 def deliver_calls(engine: Engine, *, kinds: Sequence[str],
                   perform: Callable[[str, str, dict[str, Any]], str], actor: Actor,
                   now: datetime, limit: int = 50, max_attempts: int = 5) -> dict[str, int]:
@@ -53,16 +76,10 @@ def deliver_calls(engine: Engine, *, kinds: Sequence[str],
             col(t.Outbox.available_at) <= now).order_by(col(t.Outbox.id)).limit(limit))
             if i is not None]
     for item_id in ids:
-        with session_scope(engine) as s:
-            claimed = s.exec(update(t.Outbox).where(
-                col(t.Outbox.id) == item_id, col(t.Outbox.status) == "pending",
-            ).values(status="sending", attempts=t.Outbox.attempts + 1, available_at=now))
-            if claimed.rowcount != 1:
-                continue  # another worker took it
-            item = s.get(t.Outbox, item_id)
-            assert item is not None
-            kind, key, attempts = item.kind, item.key, item.attempts
-            payload = json.loads(item.payload)
+        got = claim(engine, item_id, now=now)
+        if got is None:
+            continue  # another worker took it
+        kind, key, attempts, payload = got.kind, got.key, got.attempts, got.payload
         try:
             ref = perform(kind, key, payload)
         except ConnectorError as exc:
