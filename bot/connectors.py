@@ -59,7 +59,8 @@ def billing_source(settings: Settings, system: str, engine: Engine
         return StripeBilling(api_key=settings.stripe_api_key.get_secret_value(),
                              api_base=settings.stripe_api_base,
                              company_timezone=settings.dunning_timezone,
-                             company_country=settings.dunning_country, attempts=attempts)
+                             company_country=settings.dunning_country, attempts=attempts,
+                             paid_lookback_days=settings.connector_paid_lookback_days)
     from connectors.quickbooks_billing import QuickBooksBilling
     from services.credentials import DbTokenStore
 
@@ -75,7 +76,7 @@ def billing_source(settings: Settings, system: str, engine: Engine
         token_store=DbTokenStore(engine, "quickbooks"),
         company_timezone=settings.dunning_timezone, company_country=settings.dunning_country,
         company_currency=settings.dunning_currency, timeout=settings.connector_timeout_seconds,
-        attempts=attempts)
+        attempts=attempts, paid_lookback_days=settings.connector_paid_lookback_days)
 
 
 def crm_source(settings: Settings) -> CrmSource | NotConfigured:

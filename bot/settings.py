@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # billing system's customer id, tried before the domain and then the normalized name.
     hubspot_stripe_id_property: str = "stripe_customer_id"
     hubspot_quickbooks_id_property: str = "quickbooks_customer_id"
+    # A full backfill also reads the invoices paid in this many days (payment history).
+    connector_paid_lookback_days: int = Field(default=365, ge=0, le=3650)
     connector_timeout_seconds: float = 30.0
     connector_max_retries: int = 5
 
