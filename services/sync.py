@@ -29,7 +29,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -41,6 +41,7 @@ from dunning.money import from_minor
 from dunning.policy import Policy
 from services.common import Actor, ServiceError, chunks
 from services.importing import ImportSummary, upsert_ledger
+from services.outbox import deliver_calls, enqueue
 from store import tables as t
 from store.engine import session_scope
 from store.repository import customer_context, get_meta, set_meta
@@ -421,8 +422,6 @@ def queue_crm_tasks(session: Session, escalation_ids: Iterable[int], *, now: dat
                     crm: str = "hubspot") -> int:
     """Queue a CRM task for the owner of each owner or finance escalation whose customer is
     linked to a CRM company (outbox kind `crm_task`, once per escalation)."""
-    from services.outbox import enqueue
-
     queued = 0
     for batch in chunks([str(i) for i in escalation_ids]):
         rows = session.exec(select(t.Escalation, t.Invoice).where(
@@ -449,8 +448,6 @@ def queue_crm_tasks(session: Session, escalation_ids: Iterable[int], *, now: dat
 def queue_crm_note(session: Session, *, invoice_id: str, subject: str, sent_key: str,
                    now: datetime, crm: str = "hubspot") -> bool:
     """Queue a timeline note for a reminder that was sent (outbox kind `crm_note`)."""
-    from services.outbox import enqueue
-
     inv = session.get(t.Invoice, invoice_id)
     if inv is None:
         return False
@@ -467,17 +464,13 @@ def deliver_crm(engine: Engine, crm: CrmSource, *, now: datetime, limit: int = 5
                 ) -> dict[str, int]:
     """Create the queued CRM tasks and notes, each once (the outbox's claim/record
     protocol: an item interrupted mid-call goes to needs_human, never twice)."""
-    from datetime import date as _date
-
-    from services.outbox import deliver_calls
-
     def perform(kind: str, key: str, payload: dict[str, Any]) -> str:
         if kind == "crm_task":
             return crm.create_task(payload["company_id"], owner_email=payload["owner_email"],
                                    subject=payload["subject"], body=payload["body"],
-                                   due=_date.fromisoformat(payload["due"]))
+                                   due=date.fromisoformat(payload["due"]))
         return crm.log_note(payload["company_id"], body=payload["body"],
-                            when=_date.fromisoformat(payload["when"]))
+                            when=date.fromisoformat(payload["when"]))
 
     return deliver_calls(engine, kinds=("crm_task", "crm_note"), perform=perform,
                          actor=Actor(f"sync:{crm.system}"), now=now, limit=limit)
@@ -487,8 +480,6 @@ def deliver_quickbooks_sends(engine: Engine, send: Callable[[str, str, str], Non
                              now: datetime, limit: int = 50) -> dict[str, int]:
     """Have QuickBooks email the invoice too (`Invoice.send`, QUICKBOOKS_SEND_INVOICES) for
     each approved reminder that went out; `send(invoice_id, email, request_id)`."""
-    from services.outbox import deliver_calls
-
     def perform(kind: str, key: str, payload: dict[str, Any]) -> str:
         # Intuit's requestid is at most 50 characters: a digest of the outbox key.
         send(payload["invoice_id"], payload["to"], hashlib.sha256(key.encode()).hexdigest()[:32])
@@ -501,8 +492,6 @@ def deliver_quickbooks_sends(engine: Engine, send: Callable[[str, str, str], Non
 def queue_quickbooks_send(session: Session, *, invoice_id: str, to: str, sent_key: str,
                           now: datetime) -> bool:
     """Queue `Invoice.send` for a reminder of a QuickBooks invoice that was just emailed."""
-    from services.outbox import enqueue
-
     inv = session.get(t.Invoice, invoice_id)
     if inv is None or inv.source != "quickbooks" or "@" not in to:
         return False
