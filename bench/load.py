@@ -212,6 +212,8 @@ def prepare_database(admin: URL, name: str, invoices: int, seed: int, reuse: boo
                 try:
                     with session_scope(engine) as s:
                         loaded = get_meta(s, LOADED_KEY)
+                    if loaded == str(invoices):
+                        migrate(engine)  # a database of an earlier release: upgrade it
                 finally:
                     engine.dispose()
                 if loaded == str(invoices):
@@ -289,12 +291,13 @@ def customer_queries(engine: Engine, count: int, rng: random.Random) -> list[str
     return [n if rng.random() < 0.5 else n.lower() for n in picked]
 
 
-def start_server(url: str, sandbox: SlackSandbox, secret: str, port: int, folder: Path
-                 ) -> subprocess.Popen[bytes]:
+def start_server(url: str, sandbox: SlackSandbox, secret: str, port: int, folder: Path, *,
+                 processes: int = 1, threads: int = 8) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DUNNING_"))}
     env.update(DATABASE_URL=url, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=secret,
                SLACK_API_URL=sandbox.base_url, DUNNING_FINANCE_USERS=FINANCE,
-               DUNNING_LOG_FORMAT="text", SMTP_FROM="ar@bench.example")
+               DUNNING_LOG_FORMAT="text", SMTP_FROM="ar@bench.example",
+               WEB_THREADS=str(threads), WEB_CONCURRENCY=str(processes))
     logfile = (folder / "serve.log").open("wb")
     # cwd in a fresh folder: no .env of the caller's is read.
     proc = subprocess.Popen([*DUNNING, "serve", "--port", str(port)],
@@ -381,6 +384,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="keep the database when it already holds a ledger of this size")
     p.add_argument("--status-share", type=float, default=0.5,
                    help="share of tasks that are /dunning status (1 = slash commands only)")
+    p.add_argument("--web-processes", type=int, default=1,
+                   help="web processes (`dunning serve --workers`, WEB_CONCURRENCY)")
+    p.add_argument("--web-threads", type=int, default=8,
+                   help="request threads per web process (WEB_THREADS)")
     p.add_argument("--out", type=Path, help="write the results as JSON")
     return p.parse_args(argv)
 
@@ -393,9 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(args.seed)
     admin = postgres_admin_url()
     url = prepare_database(admin, args.database, args.invoices, args.seed, args.reuse)
-    # Every flow uses a card: half the tasks are flows of two requests, so a level of N
-    # requests runs about N/3 flows.
-    need = sum(int(args.requests * (1 - args.status_share)) // 3 + 20 for _ in levels)
+    # Every flow uses a card. With a share s of the tasks status commands (one request)
+    # and the rest flows (two), N requests are N/(2-s) tasks and N(1-s)/(2-s) flows.
+    share = min(max(args.status_share, 0.0), 1.0)
+    need = len(levels) * (int(args.requests * (1 - share) / (2 - share)) + 20)
     folder = Path(tempfile.mkdtemp(prefix="dunning-load-"))
     secret = hashlib.sha256(os.urandom(16)).hexdigest()
     engine = make_engine(url)
@@ -409,14 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"posted {len(cards)} cards in {time.perf_counter() - start:.1f} s")
             queries = customer_queries(engine, 500, rng)
             port = free_port()
-            proc = start_server(url, sandbox, secret, port, folder)
+            proc = start_server(url, sandbox, secret, port, folder,
+                                processes=args.web_processes, threads=args.web_threads)
             target = Target(f"http://127.0.0.1:{port}", sandbox, secret, user_id)
             for q in queries[:5]:  # warm-up: the customer index is built on first use
                 target.status(q)
             for level in levels:
                 result = run_level(target, level, args.requests, queries, cards,
                                    status_share=args.status_share)
-                result["invoices"] = args.invoices
+                result.update(invoices=args.invoices, web_processes=args.web_processes,
+                              web_threads=args.web_threads)
                 results.append(result)
                 print(json.dumps(result), flush=True)
                 if args.out:

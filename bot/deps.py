@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.engine import Engine
 
+from bot.background import AfterResponse
 from bot.settings import Settings, SettingsError
 from connectors.errors import ConnectorError
 from connectors.llm import LlmClient
@@ -33,6 +34,8 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     customer_index: CustomerIndex = field(default_factory=CustomerIndex)
     llm: LlmClient | None = None  # drafts from the model when OPENAI_API_KEY is set
+    # Cards re-rendered after a modal submission has been answered (bot.background).
+    card_updates: AfterResponse = field(default_factory=lambda: AfterResponse("card-updates"))
 
     def now(self) -> datetime:
         return self.clock()

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     dunning_sender_name: str = "Accounts Receivable"
     # The worker: company-local times of the daily jobs (business days only).
     dunning_log_format: str = "json"  # json | text, for serve and worker
+    # Threads of a web process that run Slack requests at once; the others wait their turn
+    # in arrival order. Requests are CPU-bound Python (one core per process): a few threads
+    # keep the queue first-come first-served instead of slicing the core between dozens.
+    web_threads: int = Field(default=8, ge=1, le=200)
     dunning_cycle_time: str = "08:00"
     dunning_digest_time: str = "08:30"
 

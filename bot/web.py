@@ -6,9 +6,12 @@ loop for every other request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
+import anyio
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt import App
@@ -26,10 +29,19 @@ from store.engine import current_revision, head_revision
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000  # Slack payloads are far smaller; refuse anything bigger
+SHUTDOWN_DRAIN = 5.0  # seconds a stopping web process gives the card updates still queued
 
 
 def build_web(app: App, deps: Deps) -> Starlette:
     metrics = Metrics(deps.engine)
+    limiters: list[anyio.CapacityLimiter] = []
+
+    def slack_limiter() -> anyio.CapacityLimiter:
+        """Slack requests run WEB_THREADS at a time (made in the event loop, on first use);
+        health checks and /metrics keep threads of their own and answer under load."""
+        if not limiters:
+            limiters.append(anyio.CapacityLimiter(deps.settings.web_threads))
+        return limiters[0]
 
     async def slack_events(request: Request) -> Response:
         logs.request_id.set(request.headers.get("x-request-id") or uuid.uuid4().hex[:16])
@@ -37,7 +49,8 @@ def build_web(app: App, deps: Deps) -> Starlette:
         if len(body) > MAX_BODY:
             return Response("payload too large", status_code=413)
         bolt_request = to_bolt_request(request, body)
-        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
+        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request,
+                                                        limiter=slack_limiter())
         metrics.slack_requests.labels(status=str(bolt_response.status)).inc()
         response = to_starlette_response(bolt_response)
         response.headers["x-request-id"] = logs.request_id.get() or ""
@@ -85,7 +98,15 @@ def build_web(app: App, deps: Deps) -> Starlette:
 
         routes.append(stripe_webhook_route(
             deps, deps.settings.stripe_webhook_secret.get_secret_value()))
-    return Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        # A graceful stop (SIGTERM) shows the cards already answered before exiting.
+        if not await anyio.to_thread.run_sync(deps.card_updates.drain, SHUTDOWN_DRAIN):
+            log.warning("stopped with %d card update(s) not shown", deps.card_updates.backlog)
+
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def web_from_settings() -> Starlette:

@@ -21,7 +21,7 @@ from handlers.jobs import post_digest
 from services.cards import open_cards_of
 from services.common import ServiceError
 from services.posting import owner_label
-from services.status import CustomerStatus, customer_status_now, find_customer
+from services.status import CustomerStatus, customer_status_now, status_for_query
 from store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,26 @@ def status_view(st: CustomerStatus) -> status_blocks.StatusView:
     )
 
 
-def answer_status(deps: Deps, customer_id: str) -> tuple[list[dict[str, Any]], str]:
-    with session_scope(deps.engine) as s:
-        st = customer_status_now(s, deps.policy, customer_id, now=deps.now())
+def _view(st: CustomerStatus) -> tuple[list[dict[str, Any]], str]:
     view = status_view(st)
     return status_blocks.build_status(view), status_blocks.status_text(view)
 
 
-def _status(deps: Deps, query: str) -> tuple[list[dict[str, Any]], str]:
+def answer_status(deps: Deps, customer_id: str) -> tuple[list[dict[str, Any]], str]:
     with session_scope(deps.engine) as s:
-        match = find_customer(s, query, deps.customer_index)
-    if match.customer_id is None:
-        candidates = [(c.customer_id, c.name, c.score) for c in match.candidates]
-        return status_blocks.build_choices(query, candidates), \
-            f"Several customers match “{query}”: pick one."
-    return answer_status(deps, match.customer_id)
+        return _view(customer_status_now(s, deps.policy, customer_id, now=deps.now()))
+
+
+def _status(deps: Deps, query: str) -> tuple[list[dict[str, Any]], str]:
+    # One read transaction for the lookup and the answer.
+    with session_scope(deps.engine) as s:
+        match, st = status_for_query(s, deps.policy, query, deps.customer_index,
+                                     now=deps.now())
+    if st is not None:
+        return _view(st)
+    candidates = [(c.customer_id, c.name, c.score) for c in match.candidates]
+    return status_blocks.build_choices(query, candidates), \
+        f"Several customers match “{query}”: pick one."
 
 
 def _mine(deps: Deps, user_id: str) -> tuple[list[dict[str, Any]], str]:

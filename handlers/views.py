@@ -118,10 +118,20 @@ def _handler(apply: Submission) -> Callable[..., None]:
                 "Not done", "This form could not be read. Open the card again."))
             return
         ack()
-        with session_scope(deps.engine) as s:
-            fresh = load_card(s, deps.policy, card.escalation.id, deps.today())
-        update_card(deps, fresh)
+        # Slack has its answer once this returns; the card is re-rendered right after.
+        deps.card_updates.submit(card.escalation.id, lambda: refresh_card(deps, eid))
     return handle
+
+
+def refresh_card(deps: Deps, escalation_id: int) -> None:
+    """Show the card's current state where it was posted."""
+    try:
+        with session_scope(deps.engine) as s:
+            fresh = load_card(s, deps.policy, escalation_id, deps.today())
+    except ServiceError:  # removed meanwhile: nothing to show
+        log.warning("card %s is gone; not updated", escalation_id)
+        return
+    update_card(deps, fresh)
 
 
 def _approve(deps: Deps, card: Card, person: Person, values: Values,

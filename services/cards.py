@@ -15,7 +15,8 @@ from decimal import Decimal
 from email.utils import make_msgid
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from connectors.llm import LlmClient
@@ -39,6 +40,7 @@ from services.drafting import make_draft
 from services.importing import close_invoice_escalations
 from services.outbox import enqueue
 from store import tables as t
+from store._sql import param, table_of
 from store.repository import load_states
 
 MAX_SUBJECT = 200
@@ -114,31 +116,43 @@ def _row(session: Session, escalation_id: int) -> t.Escalation:
     return row
 
 
+_INVOICE = table_of(t.Invoice)
+_DRAFT = table_of(t.Draft)
+_TOUCH = table_of(t.Touch)
+_INVOICE_ID = param("invoice")
+# The card's invoice and its customer's other open invoices, in one query.
+_CARD_INVOICES = sa_select(_INVOICE.c.id).where(
+    _INVOICE.c.customer_id == sa_select(_INVOICE.c.customer_id).where(
+        _INVOICE.c.id == _INVOICE_ID).scalar_subquery(),
+    or_(_INVOICE.c.status == "open", _INVOICE.c.id == _INVOICE_ID))
+_CARD_DRAFT = sa_select(_DRAFT.c.subject, _DRAFT.c.body, _DRAFT.c.source, _DRAFT.c.note).where(
+    _DRAFT.c.escalation_id == param("escalation")).limit(1)
+_LAST_TOUCH = sa_select(_TOUCH.c.occurred_at, _TOUCH.c.channel, _TOUCH.c.summary,
+                        _TOUCH.c.actor).where(_TOUCH.c.invoice_id == _INVOICE_ID).order_by(
+    _TOUCH.c.occurred_at.desc()).limit(1)
+
+
 def load_card(session: Session, policy: Policy, escalation_id: int, today: date) -> Card:
+    """A card as the person sees it: ten queries, whatever the size of the ledger (this
+    runs on every click)."""
     row = _row(session, escalation_id)
-    # The card's invoice and the customer's other open ones in one load (one set of
-    # queries, not two: this runs on every click).
-    customer_id = session.exec(select(t.Invoice.customer_id).where(
-        t.Invoice.id == row.invoice_id)).one()
-    other_ids = [i for i in session.exec(select(t.Invoice.id).where(
-        t.Invoice.customer_id == customer_id, t.Invoice.status == "open",
-        t.Invoice.id != row.invoice_id))]
-    states = load_states(session, [row.invoice_id, *other_ids])
+    conn = session.connection()
+    ids = list(conn.execute(_CARD_INVOICES, {"invoice": row.invoice_id}).scalars())
+    states = load_states(session, ids)
     state = states.pop(row.invoice_id)
     others = tuple(sorted(states.values(), key=lambda s: (s.due_date, s.invoice_id)))
     total_due = state.amount_due + sum((o.amount_due for o in others
                                         if o.currency == state.currency), state.amount_due * 0)
     risk = assess(state.customer, state.history, amount_due=total_due,
                   days_past_due=(today - state.due_date).days, policy=policy)
-    draft_row = session.exec(select(t.Draft).where(t.Draft.escalation_id == escalation_id)).first()
+    draft_row = conn.execute(_CARD_DRAFT, {"escalation": escalation_id}).first()
     draft = None
     if draft_row is not None:
         c = state.customer
         draft = Draft(subject=draft_row.subject, body=draft_row.body,
                       to=(c.ap_contact_email,) if c.ap_contact_email else (),
                       source=draft_row.source, note=draft_row.note)
-    touch_row = session.exec(select(t.Touch).where(t.Touch.invoice_id == state.invoice_id)
-                             .order_by(col(t.Touch.occurred_at).desc())).first()
+    touch_row = conn.execute(_LAST_TOUCH, {"invoice": state.invoice_id}).first()
     touch = (Touch(touch_row.occurred_at, touch_row.channel, touch_row.summary, touch_row.actor)
              if touch_row else None)
     return Card(escalation_from_row(row), state, others, risk, draft, touch,

@@ -14,7 +14,7 @@ from dunning.calendar import local_date
 from dunning.escalation import next_action_on
 from dunning.policy import Policy
 from store import tables as t
-from store.audit import append_event
+from store.audit import EventIn, defer_event
 from store.repository import get_meta, load_states, set_meta
 
 CHUNK = 500
@@ -52,8 +52,10 @@ def chunks(items: Iterable[str], size: int = CHUNK) -> Iterable[list[str]]:
 def audit(session: Session, *, actor: Actor, action: str, entity: str, entity_id: str,
           at: datetime, before: dict[str, Any] | None = None,
           after: dict[str, Any] | None = None) -> None:
-    append_event(session, actor=actor.id, action=action, entity_type=entity,
-                 entity_id=entity_id, before=before, after=after, at=at)
+    """Record the change in the audit log; the event is chained when the session commits
+    (store.audit.defer_event), so the log's lock is held only for the insert."""
+    defer_event(session, EventIn(actor=actor.id, action=action, entity_type=entity,
+                                 entity_id=entity_id, before=before, after=after, at=at))
 
 
 def refresh_next_actions(session: Session, policy: Policy,

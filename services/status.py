@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from rapidfuzz import fuzz, process, utils
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, select
 
 from dunning.aging import days_past_due, lane_for
 from dunning.calendar import local_date
@@ -27,6 +28,7 @@ from dunning.risk import assess, tone_for
 from services.common import NotFoundError
 from services.importing import CUSTOMERS_VERSION_KEY
 from store import tables as t
+from store._sql import param, table_of
 from store.repository import customer_context, get_meta, load_states, payment_histories
 
 MAX_QUERY = 200
@@ -206,17 +208,38 @@ def customer_status_now(session: Session, policy: Policy, customer_id: str, *,
     return customer_status(session, policy, customer_id, local_date(now, row.timezone))
 
 
+def status_for_query(session: Session, policy: Policy, query: str,
+                     index: CustomerIndex | None = None, *, now: datetime
+                     ) -> tuple[Match, CustomerStatus | None]:
+    """`/dunning status <query>` in one read: the match and, when it names one customer,
+    that customer's status as of its own date."""
+    match = find_customer(session, query, index)
+    if match.customer_id is None:
+        return match, None
+    return match, customer_status_now(session, policy, match.customer_id, now=now)
+
+
+_TOUCH = table_of(t.Touch)
+_ESCALATION = table_of(t.Escalation)
+_IDS = param("ids", expanding=True)
+_TOUCHES = sa_select(_TOUCH.c.invoice_id, _TOUCH.c.occurred_at, _TOUCH.c.channel, _TOUCH.c.step,
+                     _TOUCH.c.summary).where(_TOUCH.c.invoice_id.in_(_IDS)).order_by(
+    _TOUCH.c.occurred_at)
+_ESCALATIONS = sa_select(_ESCALATION.c.invoice_id, _ESCALATION.c.created_at,
+                         _ESCALATION.c.step, _ESCALATION.c.state).where(
+    _ESCALATION.c.invoice_id.in_(_IDS)).order_by(_ESCALATION.c.created_at)
+
+
 def _last_touches(session: Session, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The latest touch (a sent message or call) or escalation per invoice."""
     out: dict[str, dict[str, Any]] = {}
     if not invoice_ids:
         return out
-    for row in session.exec(select(t.Touch).where(col(t.Touch.invoice_id).in_(invoice_ids))
-                            .order_by(col(t.Touch.occurred_at))):
+    conn = session.connection()
+    for row in conn.execute(_TOUCHES, {"ids": invoice_ids}):
         out[row.invoice_id] = {"at": row.occurred_at.isoformat(), "channel": row.channel,
                                "step": row.step, "summary": row.summary}
-    for esc in session.exec(select(t.Escalation).where(
-            col(t.Escalation.invoice_id).in_(invoice_ids)).order_by(col(t.Escalation.created_at))):
+    for esc in conn.execute(_ESCALATIONS, {"ids": invoice_ids}):
         prev = out.get(esc.invoice_id)
         if prev is None or prev["at"] < esc.created_at.isoformat():
             out[esc.invoice_id] = {"at": esc.created_at.isoformat(), "channel": "escalation",

@@ -1,13 +1,14 @@
 """Small SQL constructs that read the same on SQLite and PostgreSQL."""
 
 from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer
+from sqlalchemy import Integer, Table, bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
@@ -77,3 +78,13 @@ def upsert(
         session.exec(lite.on_conflict_do_update(index_elements=[key], set_=updates))
     else:
         raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {dialect}")
+
+
+def table_of(model: type[StoreModel]) -> Table:
+    """The Core table of a model, for statements that read plain rows (no ORM objects)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+def param(name: str, *, expanding: bool = False) -> BindParameter[Any]:
+    """A named parameter of a statement built once at import (`expanding` for IN lists)."""
+    return bindparam(name, expanding=expanding)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
@@ -128,6 +129,32 @@ class EventIn:
     at: datetime
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+
+
+PENDING_KEY = "audit_pending"  # Session.info: events waiting for the commit
+
+
+def defer_event(session: Session, event: EventIn) -> None:
+    """Append `event` when the session commits, after everything else it wrote.
+
+    The chain's lock is then held only for the insert and the commit, not for the rest
+    of the transaction, so concurrent audited writes (clicks from many people) wait on
+    each other for milliseconds. A rollback drops the deferred events with the changes.
+    """
+    session.connection()  # in a transaction, so that a rollback (which drops these) fires
+    session.info.setdefault(PENDING_KEY, []).append(event)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _append_deferred(session: Session) -> None:
+    pending: list[EventIn] = session.info.pop(PENDING_KEY, [])
+    if pending:
+        _append(session, pending)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _drop_deferred(session: Session) -> None:
+    session.info.pop(PENDING_KEY, None)
 
 
 def append_events(session: Session, events: Sequence[EventIn]) -> int:

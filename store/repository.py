@@ -7,9 +7,11 @@ the same whether it looks at ten invoices or ten thousand. Amounts come back as 
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, func, or_, union
+from sqlalchemy import and_, case, func, literal_column, or_, union, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from dunning.model import (
@@ -23,92 +25,110 @@ from dunning.model import (
     PromiseStatus,
 )
 from dunning.money import from_minor
-from store._sql import chunks, days_between, upsert
+from store._sql import chunks, days_between, param, table_of, upsert
 from store.tables import Customer, DisputeStatus, Invoice, Meta, Snooze, SnoozeScope
 from store.tables import Dispute as DisputeRow
 from store.tables import Escalation as EscalationRow
 from store.tables import Promise as PromiseRow
 
+_INVOICE = table_of(Invoice)
+_CUSTOMER = table_of(Customer)
+_ESCALATION = table_of(EscalationRow)
+_PROMISE = table_of(PromiseRow)
+_DISPUTE = table_of(DisputeRow)
+_SNOOZE = table_of(Snooze)
+# Statements built once: the hot paths (every click, status and plan chunk) only bind ids.
+_IDS = param("ids", expanding=True)
+_CUSTOMER_PREFIX = "c_"
+_INVOICES_WITH_CUSTOMERS = sa_select(
+    _INVOICE, *(c.label(_CUSTOMER_PREFIX + c.name) for c in _CUSTOMER.c)
+).join_from(_INVOICE, _CUSTOMER, _CUSTOMER.c.id == _INVOICE.c.customer_id).where(
+    _INVOICE.c.id.in_(_IDS))
+_STEPS = sa_select(_ESCALATION.c.invoice_id, _ESCALATION.c.step).where(
+    _ESCALATION.c.invoice_id.in_(_IDS))
+# All promises and open disputes of the invoices, oldest first: the last one per invoice
+# wins (a few rows per invoice at most).
+_PROMISES = sa_select(_PROMISE).where(_PROMISE.c.invoice_id.in_(_IDS)).order_by(
+    _PROMISE.c.invoice_id, _PROMISE.c.created_at, _PROMISE.c.id)
+_OPEN_DISPUTES = sa_select(_DISPUTE).where(
+    _DISPUTE.c.invoice_id.in_(_IDS), _DISPUTE.c.status == DisputeStatus.OPEN.value,
+).order_by(_DISPUTE.c.invoice_id, _DISPUTE.c.opened_on, _DISPUTE.c.id)
+_LATE = _INVOICE.c.paid_date > _INVOICE.c.due_date
+_HISTORY_KIND_PAID = "paid"
+_HISTORY_KIND_DISPUTES = "disputes"
+# Settled invoices, promise outcomes and disputes per customer in one round trip.
+_HISTORIES = union_all(
+    sa_select(_INVOICE.c.customer_id, literal_column(f"'{_HISTORY_KIND_PAID}'").label("kind"),
+           func.count().label("n"),
+           func.sum(case((_LATE, 1), else_=0)).label("late"),
+           func.sum(case((_LATE, days_between(_INVOICE.c.paid_date, _INVOICE.c.due_date)),
+                         else_=0)).label("days_late"))
+    .where(_INVOICE.c.customer_id.in_(_IDS),
+           _INVOICE.c.status == InvoiceStatus.PAID.value,
+           _INVOICE.c.paid_date.is_not(None))
+    .group_by(_INVOICE.c.customer_id),
+    sa_select(_INVOICE.c.customer_id, _PROMISE.c.status, func.count(), literal_column("0"),
+           literal_column("0"))
+    .select_from(_PROMISE.join(_INVOICE, _INVOICE.c.id == _PROMISE.c.invoice_id))
+    .where(_INVOICE.c.customer_id.in_(_IDS),
+           _PROMISE.c.status.in_([PromiseStatus.BROKEN.value, PromiseStatus.KEPT.value]))
+    .group_by(_INVOICE.c.customer_id, _PROMISE.c.status),
+    sa_select(_INVOICE.c.customer_id, literal_column(f"'{_HISTORY_KIND_DISPUTES}'"),
+           func.count(), literal_column("0"), literal_column("0"))
+    .select_from(_DISPUTE.join(_INVOICE, _INVOICE.c.id == _DISPUTE.c.invoice_id))
+    .where(_INVOICE.c.customer_id.in_(_IDS))
+    .group_by(_INVOICE.c.customer_id),
+)
+_HISTORY_FIELDS = {PromiseStatus.BROKEN.value: "broken_promises",
+                   PromiseStatus.KEPT.value: "kept_promises",
+                   _HISTORY_KIND_DISPUTES: "disputes"}
+_CUSTOMER_FIELDS = ("id", "name", "country", "timezone", "currency", "arr_minor", "health",
+                    "owner_email", "csm_email", "ap_contact_name", "ap_contact_email",
+                    "strategic", "autopay", "do_not_contact", "language")
 
-def customer_context(row: Customer) -> CustomerContext:
-    """The customer as the rules see it."""
+
+def customer_context(row: Customer | Mapping[str, Any]) -> CustomerContext:
+    """The customer as the rules see it, from its row (or a mapping of its columns)."""
+    if not isinstance(row, Mapping):
+        row = {name: getattr(row, name) for name in _CUSTOMER_FIELDS}
     return CustomerContext(
-        customer_id=row.id,
-        name=row.name,
-        country=row.country,
-        timezone=row.timezone,
-        currency=row.currency,
-        arr=None if row.arr_minor is None else from_minor(row.arr_minor, row.currency),
-        health=row.health,
-        owner_email=row.owner_email,
-        csm_email=row.csm_email,
-        ap_contact_name=row.ap_contact_name,
-        ap_contact_email=row.ap_contact_email,
-        strategic=row.strategic,
-        autopay=row.autopay,
-        do_not_contact=row.do_not_contact,
-        language=row.language,
+        customer_id=row["id"],
+        name=row["name"],
+        country=row["country"],
+        timezone=row["timezone"],
+        currency=row["currency"],
+        arr=None if row["arr_minor"] is None else from_minor(row["arr_minor"], row["currency"]),
+        health=row["health"],
+        owner_email=row["owner_email"],
+        csm_email=row["csm_email"],
+        ap_contact_name=row["ap_contact_name"],
+        ap_contact_email=row["ap_contact_email"],
+        strategic=row["strategic"],
+        autopay=row["autopay"],
+        do_not_contact=row["do_not_contact"],
+        language=row["language"],
     )
 
 
 def payment_histories(
     session: Session, customer_ids: Collection[str]
 ) -> dict[str, PaymentHistory]:
-    """Each customer's settled invoices, promises and disputes, aggregated in SQL.
+    """Each customer's settled invoices, promises and disputes, aggregated in SQL (one
+    query per 500 customers).
 
     Every requested id gets an entry (an empty history when nothing is known).
     """
     counts: dict[str, dict[str, int]] = {}
+    conn = session.connection()
     for chunk in chunks(customer_ids):
         for cid in chunk:
             counts[cid] = {}
-        late = col(Invoice.paid_date) > col(Invoice.due_date)
-        settled = session.exec(
-            select(
-                col(Invoice.customer_id),
-                func.count(),
-                func.sum(case((late, 1), else_=0)),
-                func.sum(
-                    case((late, days_between(col(Invoice.paid_date), col(Invoice.due_date))),
-                         else_=0)
-                ),
-            )
-            .where(
-                col(Invoice.customer_id).in_(chunk),
-                col(Invoice.status) == InvoiceStatus.PAID.value,
-                col(Invoice.paid_date).is_not(None),
-            )
-            .group_by(col(Invoice.customer_id))
-        )
-        for cid, paid, paid_late, days_late in settled:
-            counts[cid].update(
-                invoices_paid=int(paid), paid_late=int(paid_late or 0),
-                days_late_total=int(days_late or 0),
-            )
-        promises = session.exec(
-            select(col(Invoice.customer_id), col(PromiseRow.status), func.count())
-            .select_from(PromiseRow)
-            .join(Invoice, col(Invoice.id) == col(PromiseRow.invoice_id))
-            .where(
-                col(Invoice.customer_id).in_(chunk),
-                col(PromiseRow.status).in_(
-                    [PromiseStatus.BROKEN.value, PromiseStatus.KEPT.value]
-                ),
-            )
-            .group_by(col(Invoice.customer_id), col(PromiseRow.status))
-        )
-        for cid, status, n in promises:
-            field = "broken_promises" if status == PromiseStatus.BROKEN.value else "kept_promises"
-            counts[cid][field] = int(n)
-        disputes = session.exec(
-            select(col(Invoice.customer_id), func.count())
-            .select_from(DisputeRow)
-            .join(Invoice, col(Invoice.id) == col(DisputeRow.invoice_id))
-            .where(col(Invoice.customer_id).in_(chunk))
-            .group_by(col(Invoice.customer_id))
-        )
-        for cid, n in disputes:
-            counts[cid]["disputes"] = int(n)
+        for cid, kind, n, late, days_late in conn.execute(_HISTORIES, {"ids": chunk}):
+            if kind == _HISTORY_KIND_PAID:
+                counts[cid].update(invoices_paid=int(n), paid_late=int(late or 0),
+                                   days_late_total=int(days_late or 0))
+            else:
+                counts[cid][_HISTORY_FIELDS[kind]] = int(n)
     return {cid: PaymentHistory(**fields) for cid, fields in counts.items()}
 
 
@@ -127,106 +147,61 @@ def _local_date(at: datetime, zone: tzinfo) -> date:
 def load_states(session: Session, invoice_ids: Collection[str]) -> dict[str, InvoiceState]:
     """Invoices as the rules see them, keyed by id; unknown ids are left out.
 
-    Per chunk of 500 ids: invoices with customers, steps done, latest promise, open
-    dispute, snoozes, then the customers' payment histories (three queries) - eight in all.
+    Per chunk of 500 ids, six queries: invoices with their customers, steps done, promises,
+    open disputes, snoozes, the customers' payment histories. Plain Core rows from
+    statements built once (no ORM objects): this runs on every click and status.
     """
     states: dict[str, InvoiceState] = {}
+    conn = session.connection()
     for chunk in chunks(invoice_ids):
-        pairs = session.exec(
-            select(Invoice, Customer)
-            .join(Customer, col(Customer.id) == col(Invoice.customer_id))
-            .where(col(Invoice.id).in_(chunk))
-        ).all()
-        if not pairs:
+        rows = conn.execute(_INVOICES_WITH_CUSTOMERS, {"ids": chunk}).mappings().all()
+        if not rows:
             continue
+        customers: dict[str, CustomerContext] = {}
+        for r in rows:
+            if r["customer_id"] not in customers:
+                customers[r["customer_id"]] = customer_context(
+                    {name: r[_CUSTOMER_PREFIX + name] for name in _CUSTOMER_FIELDS})
 
         steps: dict[str, set[str]] = {}
-        for invoice_id, step in session.exec(
-            select(col(EscalationRow.invoice_id), col(EscalationRow.step)).where(
-                col(EscalationRow.invoice_id).in_(chunk)
-            )
-        ):
+        for invoice_id, step in conn.execute(_STEPS, {"ids": chunk}):
             steps.setdefault(invoice_id, set()).add(step)
+        # The latest promise per invoice whatever its status; the latest open dispute.
+        promises = {p.invoice_id: p for p in conn.execute(_PROMISES, {"ids": chunk})}
+        disputes = {d.invoice_id: d for d in conn.execute(_OPEN_DISPUTES, {"ids": chunk})}
 
-        # The latest promise per invoice, whatever its status.
-        promise_rank = (
-            func.row_number()
-            .over(
-                partition_by=col(PromiseRow.invoice_id),
-                order_by=(col(PromiseRow.created_at).desc(), col(PromiseRow.id).desc()),
-            )
-            .label("rank")
-        )
-        ranked_promises = (
-            select(col(PromiseRow.id), promise_rank)
-            .where(col(PromiseRow.invoice_id).in_(chunk))
-            .subquery()
-        )
-        promises = {
-            p.invoice_id: p
-            for p in session.exec(
-                select(PromiseRow)
-                .join(ranked_promises, col(PromiseRow.id) == ranked_promises.c.id)
-                .where(ranked_promises.c.rank == 1)
-            )
-        }
-
-        # The most recently opened open dispute per invoice.
-        dispute_rank = (
-            func.row_number()
-            .over(
-                partition_by=col(DisputeRow.invoice_id),
-                order_by=(col(DisputeRow.opened_on).desc(), col(DisputeRow.id).desc()),
-            )
-            .label("rank")
-        )
-        ranked_disputes = (
-            select(col(DisputeRow.id), dispute_rank)
-            .where(
-                col(DisputeRow.invoice_id).in_(chunk),
-                col(DisputeRow.status) == DisputeStatus.OPEN.value,
-            )
-            .subquery()
-        )
-        disputes = {
-            d.invoice_id: d
-            for d in session.exec(
-                select(DisputeRow)
-                .join(ranked_disputes, col(DisputeRow.id) == ranked_disputes.c.id)
-                .where(ranked_disputes.c.rank == 1)
-            )
-        }
-
-        customers = {customer.id: customer for _, customer in pairs}
         owners = {c.owner_email.lower() for c in customers.values() if c.owner_email}
         by_customer, by_owner = _snoozes(session, set(customers), owners)
         histories = payment_histories(session, customers.keys())
 
-        for invoice, customer in pairs:
+        for r in rows:
+            customer = customers[r["customer_id"]]
+            invoice_id = r["id"]
             zone = _zone(customer.timezone)
-            promise_row = promises.get(invoice.id)
-            dispute_row = disputes.get(invoice.id)
-            candidates = [by_customer.get(customer.id)]
+            promise_row = promises.get(invoice_id)
+            dispute_row = disputes.get(invoice_id)
+            candidates = [by_customer.get(customer.customer_id)]
             if customer.owner_email:
                 candidates.append(by_owner.get(customer.owner_email.lower()))
             snoozes = [until for until in candidates if until is not None]
-            states[invoice.id] = InvoiceState(
-                invoice_id=invoice.id,
-                number=invoice.number,
-                customer=customer_context(customer),
-                issue_date=invoice.issue_date,
-                due_date=invoice.due_date,
-                currency=invoice.currency,
-                amount=from_minor(invoice.amount_minor, invoice.currency),
-                amount_paid=from_minor(invoice.amount_paid_minor, invoice.currency),
-                status=InvoiceStatus(invoice.status),
-                payment_failed_on=invoice.payment_failed_on,
-                steps_done=frozenset(steps.get(invoice.id, ())),
+            currency = r["currency"]
+            states[invoice_id] = InvoiceState(
+                invoice_id=invoice_id,
+                number=r["number"],
+                customer=customer,
+                issue_date=r["issue_date"],
+                due_date=r["due_date"],
+                currency=currency,
+                amount=from_minor(r["amount_minor"], currency),
+                amount_paid=from_minor(r["amount_paid_minor"], currency),
+                status=InvoiceStatus(r["status"]),
+                payment_failed_on=r["payment_failed_on"],
+                steps_done=frozenset(steps.get(invoice_id, ())),
                 promise=None if promise_row is None else _promise(promise_row, zone),
                 dispute=None if dispute_row is None else _dispute(dispute_row),
                 snoozed_until=max(snoozes) if snoozes else None,
-                history=histories[customer.id],
-                payment_link=invoice.payment_link,
+                history=histories[customer.customer_id],
+                payment_link=r["payment_link"],
             )
     return states
 
@@ -267,7 +242,7 @@ def new_invoice_states(
     return out
 
 
-def _promise(row: PromiseRow, zone: tzinfo) -> Promise:
+def _promise(row: Any, zone: tzinfo) -> Promise:
     return Promise(
         promised_date=row.promised_date,
         amount=None if row.amount_minor is None else from_minor(row.amount_minor, row.currency),
@@ -276,7 +251,7 @@ def _promise(row: PromiseRow, zone: tzinfo) -> Promise:
     )
 
 
-def _dispute(row: DisputeRow) -> Dispute:
+def _dispute(row: Any) -> Dispute:
     return Dispute(
         reason=row.reason,
         amount=None if row.amount_minor is None else from_minor(row.amount_minor, row.currency),

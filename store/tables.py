@@ -187,9 +187,11 @@ class Escalation(StoreModel, table=True):
     """One planned step for one invoice; unique per (invoice, step) so re-runs add nothing."""
 
     __tablename__ = "escalation"
-    # The unique index leads with invoice_id, so it also serves lookups by invoice.
+    # The unique index leads with invoice_id, so it also serves lookups by invoice. The
+    # message index finds the cards sharing a Slack message (every card update reads it).
     __table_args__ = (
         UniqueConstraint("invoice_id", "step", name="uq_escalation_invoice_step"),
+        Index("ix_escalation_slack_message", "slack_channel", "slack_ts"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

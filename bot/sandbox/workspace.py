@@ -516,6 +516,9 @@ class Workspace:
             "view": shown, "response_urls": [], "is_enterprise_install": False,
         }).json()
         action = answer.get("response_action")
+        # The bot answers first and updates the card right after: the page shows the card
+        # as the person will see it a moment later.
+        self.deps.card_updates.drain(timeout=REQUEST_TIMEOUT)
         with self._lock:
             self._modals.errors.pop(view_id, None)
             stack = self._modals.stacks.setdefault(p.user_id, [])

@@ -88,6 +88,9 @@ class World:
     def interact(self, payload: dict[str, Any], **kw: Any) -> tuple[int, dict[str, Any]]:
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         status, raw = self.signed(body, **kw)
+        if payload.get("type") == "view_submission":
+            # The answer comes first; the card is updated right after (bot.background).
+            assert self.deps.card_updates.drain(timeout=10)
         return status, (json.loads(raw) if raw.strip() else {})
 
     def click(self, user: str, message: Any, action_id: str, *,
@@ -480,3 +483,75 @@ def test_readiness_fails_on_an_unmigrated_schema(world: World) -> None:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
     status, body = get(f"{w.url}/readyz")
     assert status == 503 and json.loads(body)["hint"] == "run `dunning init`"
+
+
+def test_a_submission_is_answered_before_the_card_is_updated(world: World) -> None:
+    """Slack closes the modal on the answer; the card's chat.update follows it. A slow
+    Slack (here: chat.update held) does not hold the person's modal open."""
+    w = world
+    nudge = cards_posted(w)["INV-5003"]
+    w.click("dana", nudge, "esc_approve")
+    [modal] = w.sandbox.views()
+    release = threading.Event()
+    messenger = w.deps.messenger
+    original = messenger.update
+
+    def held_update(*args: Any, **kwargs: Any) -> None:
+        assert release.wait(10)
+        original(*args, **kwargs)
+
+    messenger.update = held_update  # type: ignore[method-assign]
+    body = urllib.parse.urlencode({"payload": json.dumps({
+        "type": "view_submission", "user": {"id": w.users["dana"]},
+        "team": {"id": w.sandbox.team_id},
+        "view": {"id": modal.id, "type": "modal", "callback_id": modal.callback_id,
+                 "private_metadata": modal.private_metadata, "hash": "h",
+                 "state": {"values": {
+                     "subject": {"subject_input": {"type": "plain_text_input",
+                                                   "value": "Invoice 2026-0313"}},
+                     "body": {"body_input": {"type": "plain_text_input",
+                                             "value": "Invoice 2026-0313 is due."}}}}},
+    })}).encode()
+    try:
+        status, raw = w.signed(body)  # answered while chat.update is still held
+        assert status == 200 and raw.strip() == b""
+        with session_scope(w.db) as s:
+            assert s.exec(select(t.Outbox)).one().status == "pending"
+        assert not [c for c in w.sandbox.calls("chat.update") if c.args.get("ts") == nudge.ts]
+        assert w.deps.card_updates.backlog == 1
+    finally:
+        release.set()
+    assert w.deps.card_updates.drain(timeout=10)
+    updated = [c for c in w.sandbox.calls("chat.update") if c.args.get("ts") == nudge.ts]
+    assert len(updated) == 1 and "Approved" in json.dumps(updated[0].args.get("blocks"))
+
+
+def test_health_answers_while_every_request_thread_is_busy(world: World) -> None:
+    """Slack requests run WEB_THREADS at a time; /healthz keeps threads of its own."""
+    w = world
+    nudge = cards_posted(w)["INV-5003"]
+    release = threading.Event()
+    original = w.deps.messenger.email_of
+    busy = threading.Semaphore(0)
+
+    def slow_email_of(user_id: str) -> str | None:
+        busy.release()
+        assert release.wait(10)
+        return original(user_id)
+
+    w.deps.messenger.email_of = slow_email_of  # type: ignore[method-assign]
+    clicks = [threading.Thread(target=w.click, args=("dana", nudge, "esc_approve"))
+              for _ in range(w.deps.settings.web_threads + 2)]
+    try:
+        for c in clicks:
+            c.start()
+        for _ in range(w.deps.settings.web_threads):  # every request thread is held
+            assert busy.acquire(timeout=10)
+        assert not busy.acquire(timeout=0.3)  # the others wait for a thread
+        start = time.monotonic()
+        assert get(f"{w.url}/healthz")[0] == 200
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+        for c in clicks:
+            c.join(timeout=10)

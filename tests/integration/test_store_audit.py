@@ -7,13 +7,15 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from store.audit import (
     AUDIT_HEAD_KEY,
     GENESIS_HASH,
+    EventIn,
     append_event,
     canonical_json,
+    defer_event,
     event_hash,
     verify_chain,
 )
@@ -225,3 +227,36 @@ def test_a_second_writer_waits_for_the_first_to_commit(db: Engine) -> None:
         result = verify_chain(s)
     assert result.ok, result.problem
     assert result.events == 3
+
+
+def test_a_deferred_event_takes_the_chain_only_at_commit(db: Engine) -> None:
+    """Services audit with defer_event: a transaction that is still working does not hold
+    the chain, so another writer appends meanwhile; the deferred events follow it, in the
+    order they were made, when the first one commits."""
+    append(db, 1)
+    with session_scope(db) as s:
+        for i in range(3):
+            defer_event(s, EventIn(actor="A", action="card.approve", entity_type="escalation",
+                                   entity_id=f"a{i}", at=T0 + timedelta(seconds=i)))
+        done = threading.Event()
+        other = threading.Thread(target=lambda: (append(db, 1, actor="B", start=9),
+                                                 done.set()))
+        other.start()
+        assert done.wait(timeout=10), "the other writer waited for an uncommitted deferral"
+        other.join()
+    rows = events(db)
+    assert [r.entity_id for r in rows] == ["0", "9", "a0", "a1", "a2"]
+    with session_scope(db) as s:
+        result = verify_chain(s)
+    assert result.ok and result.events == 5, result.problem
+
+
+def test_a_rolled_back_deferral_leaves_no_event(db: Engine) -> None:
+    with pytest.raises(RuntimeError), session_scope(db) as s:
+        defer_event(s, EventIn(actor="A", action="x", entity_type="t", entity_id="1", at=T0))
+        raise RuntimeError("service failed after auditing")
+    with Session(db) as s:  # the same session object is not reused: a new one commits clean
+        defer_event(s, EventIn(actor="A", action="x", entity_type="t", entity_id="2", at=T0))
+        s.rollback()
+        s.commit()
+    assert events(db) == []
