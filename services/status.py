@@ -28,7 +28,7 @@ from dunning.risk import assess, tone_for
 from services.common import NotFoundError
 from services.importing import CUSTOMERS_VERSION_KEY
 from store import tables as t
-from store._sql import param, table_of
+from store._sql import in_ids, table_of
 from store.repository import customer_context, get_meta, load_states, payment_histories
 
 MAX_QUERY = 200
@@ -221,13 +221,12 @@ def status_for_query(session: Session, policy: Policy, query: str,
 
 _TOUCH = table_of(t.Touch)
 _ESCALATION = table_of(t.Escalation)
-_IDS = param("ids", expanding=True)
 _TOUCHES = sa_select(_TOUCH.c.invoice_id, _TOUCH.c.occurred_at, _TOUCH.c.channel, _TOUCH.c.step,
-                     _TOUCH.c.summary).where(_TOUCH.c.invoice_id.in_(_IDS)).order_by(
+                     _TOUCH.c.summary).where(in_ids(_TOUCH.c.invoice_id, "ids")).order_by(
     _TOUCH.c.occurred_at)
 _ESCALATIONS = sa_select(_ESCALATION.c.invoice_id, _ESCALATION.c.created_at,
                          _ESCALATION.c.step, _ESCALATION.c.state).where(
-    _ESCALATION.c.invoice_id.in_(_IDS)).order_by(_ESCALATION.c.created_at)
+    in_ids(_ESCALATION.c.invoice_id, "ids")).order_by(_ESCALATION.c.created_at)
 
 
 def _last_touches(session: Session, invoice_ids: list[str]) -> dict[str, dict[str, Any]]:

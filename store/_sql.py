@@ -3,13 +3,15 @@
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam
+from sqlalchemy import Boolean, Integer, Table, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import Session
 
 from store.tables import StoreModel
@@ -88,3 +90,33 @@ def table_of(model: type[StoreModel]) -> Table:
 def param(name: str, *, expanding: bool = False) -> BindParameter[Any]:
     """A named parameter of a statement built once at import (`expanding` for IN lists)."""
     return bindparam(name, expanding=expanding)
+
+
+class in_ids(ColumnElement[bool]):
+    """`column IN (the list bound to :name)`, for statements built once and run often.
+
+    PostgreSQL gets `column = ANY(:name)` with the list as one array parameter: the same
+    SQL text whatever the list's length, so the server prepares it once and the client
+    renders nothing per id. SQLite gets an expanding `IN (...)`.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a comparison: no `= 1` added on SQLite
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's cache-key protocol)
+        ("column", InternalTraversal.dp_clauseelement), ("name", InternalTraversal.dp_string)]
+
+    def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.name = name
+
+
+@compiles(in_ids)
+def _in_ids_default(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.in_(bindparam(element.name, expanding=True)), **kw)
+
+
+@compiles(in_ids, "postgresql")
+def _in_ids_postgresql(element: in_ids, compiler: SQLCompiler, **kw: Any) -> str:
+    array = bindparam(element.name, type_=ARRAY(element.column.type))
+    return compiler.process(element.column == any_(array), **kw)

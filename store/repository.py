@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, func, literal_column, or_, union, union_all
+from sqlalchemy import String, and_, case, func, literal_column, or_, union, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -25,7 +25,7 @@ from dunning.model import (
     PromiseStatus,
 )
 from dunning.money import from_minor
-from store._sql import chunks, days_between, param, table_of, upsert
+from store._sql import chunks, days_between, in_ids, table_of, upsert
 from store.tables import Customer, DisputeStatus, Invoice, Meta, Snooze, SnoozeScope
 from store.tables import Dispute as DisputeRow
 from store.tables import Escalation as EscalationRow
@@ -38,20 +38,19 @@ _PROMISE = table_of(PromiseRow)
 _DISPUTE = table_of(DisputeRow)
 _SNOOZE = table_of(Snooze)
 # Statements built once: the hot paths (every click, status and plan chunk) only bind ids.
-_IDS = param("ids", expanding=True)
 _CUSTOMER_PREFIX = "c_"
 _INVOICES_WITH_CUSTOMERS = sa_select(
     _INVOICE, *(c.label(_CUSTOMER_PREFIX + c.name) for c in _CUSTOMER.c)
 ).join_from(_INVOICE, _CUSTOMER, _CUSTOMER.c.id == _INVOICE.c.customer_id).where(
-    _INVOICE.c.id.in_(_IDS))
+    in_ids(_INVOICE.c.id, "ids"))
 _STEPS = sa_select(_ESCALATION.c.invoice_id, _ESCALATION.c.step).where(
-    _ESCALATION.c.invoice_id.in_(_IDS))
+    in_ids(_ESCALATION.c.invoice_id, "ids"))
 # All promises and open disputes of the invoices, oldest first: the last one per invoice
 # wins (a few rows per invoice at most).
-_PROMISES = sa_select(_PROMISE).where(_PROMISE.c.invoice_id.in_(_IDS)).order_by(
+_PROMISES = sa_select(_PROMISE).where(in_ids(_PROMISE.c.invoice_id, "ids")).order_by(
     _PROMISE.c.invoice_id, _PROMISE.c.created_at, _PROMISE.c.id)
 _OPEN_DISPUTES = sa_select(_DISPUTE).where(
-    _DISPUTE.c.invoice_id.in_(_IDS), _DISPUTE.c.status == DisputeStatus.OPEN.value,
+    in_ids(_DISPUTE.c.invoice_id, "ids"), _DISPUTE.c.status == DisputeStatus.OPEN.value,
 ).order_by(_DISPUTE.c.invoice_id, _DISPUTE.c.opened_on, _DISPUTE.c.id)
 _LATE = _INVOICE.c.paid_date > _INVOICE.c.due_date
 _HISTORY_KIND_PAID = "paid"
@@ -63,22 +62,30 @@ _HISTORIES = union_all(
            func.sum(case((_LATE, 1), else_=0)).label("late"),
            func.sum(case((_LATE, days_between(_INVOICE.c.paid_date, _INVOICE.c.due_date)),
                          else_=0)).label("days_late"))
-    .where(_INVOICE.c.customer_id.in_(_IDS),
+    .where(in_ids(_INVOICE.c.customer_id, "ids"),
            _INVOICE.c.status == InvoiceStatus.PAID.value,
            _INVOICE.c.paid_date.is_not(None))
     .group_by(_INVOICE.c.customer_id),
     sa_select(_INVOICE.c.customer_id, _PROMISE.c.status, func.count(), literal_column("0"),
            literal_column("0"))
     .select_from(_PROMISE.join(_INVOICE, _INVOICE.c.id == _PROMISE.c.invoice_id))
-    .where(_INVOICE.c.customer_id.in_(_IDS),
+    .where(in_ids(_INVOICE.c.customer_id, "ids"),
            _PROMISE.c.status.in_([PromiseStatus.BROKEN.value, PromiseStatus.KEPT.value]))
     .group_by(_INVOICE.c.customer_id, _PROMISE.c.status),
     sa_select(_INVOICE.c.customer_id, literal_column(f"'{_HISTORY_KIND_DISPUTES}'"),
            func.count(), literal_column("0"), literal_column("0"))
     .select_from(_DISPUTE.join(_INVOICE, _INVOICE.c.id == _DISPUTE.c.invoice_id))
-    .where(_INVOICE.c.customer_id.in_(_IDS))
+    .where(in_ids(_INVOICE.c.customer_id, "ids"))
     .group_by(_INVOICE.c.customer_id),
 )
+# Latest `until` of the live snoozes of some customers and (lower-cased) owner emails.
+_LIVE_SNOOZES = sa_select(_SNOOZE.c.scope, _SNOOZE.c.target, func.max(_SNOOZE.c.until)).where(
+    _SNOOZE.c.cancelled.is_(False),
+    or_(and_(_SNOOZE.c.scope == SnoozeScope.CUSTOMER.value,
+             in_ids(_SNOOZE.c.target, "customers")),
+        and_(_SNOOZE.c.scope == SnoozeScope.OWNER.value,
+             in_ids(func.lower(_SNOOZE.c.target, type_=String), "owners"))),
+).group_by(_SNOOZE.c.scope, _SNOOZE.c.target)
 _HISTORY_FIELDS = {PromiseStatus.BROKEN.value: "broken_promises",
                    PromiseStatus.KEPT.value: "kept_promises",
                    _HISTORY_KIND_DISPUTES: "disputes"}
@@ -269,23 +276,8 @@ def _snoozes(
     """
     by_customer: dict[str, date] = {}
     by_owner: dict[str, date] = {}
-    rows = session.exec(
-        select(col(Snooze.scope), col(Snooze.target), func.max(col(Snooze.until)))
-        .where(
-            col(Snooze.cancelled).is_(False),
-            or_(
-                and_(
-                    col(Snooze.scope) == SnoozeScope.CUSTOMER.value,
-                    col(Snooze.target).in_(sorted(customer_ids)),
-                ),
-                and_(
-                    col(Snooze.scope) == SnoozeScope.OWNER.value,
-                    func.lower(col(Snooze.target)).in_(sorted(owner_emails)),
-                ),
-            ),
-        )
-        .group_by(col(Snooze.scope), col(Snooze.target))
-    )
+    rows = session.connection().execute(_LIVE_SNOOZES, {
+        "customers": sorted(customer_ids), "owners": sorted(owner_emails)})
     for scope, target, until in rows:
         if scope == SnoozeScope.CUSTOMER.value:
             by_customer[target] = until
