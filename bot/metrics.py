@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
+from bot.background import AfterResponse
 from connectors.base import RETRIES
 from connectors.slack import RATE_LIMITED
 from services.observability import OpsSnapshot, ops_snapshot
@@ -123,11 +124,21 @@ def llm_families(snap: OpsSnapshot) -> Iterator[Any]:
 class Metrics:
     """One registry per web app (no process-global state)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, card_updates: AfterResponse | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(LedgerCollector(engine))
         self.slack_requests = Counter("dunning_slack_requests", "Requests on /slack/events",
                                       ["status"], registry=self.registry)
+        # Slack shows an error when an answer takes over 3 s: watch the tail here.
+        self.slack_seconds = Histogram(
+            "dunning_slack_request_seconds", "Time to answer a request on /slack/events",
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+            registry=self.registry)
+        if card_updates is not None:
+            waiting = Gauge("dunning_card_updates_waiting",
+                            "Card updates queued after their answers, in this process",
+                            registry=self.registry)
+            waiting.set_function(lambda: card_updates.backlog)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ SHUTDOWN_DRAIN = 5.0  # seconds a stopping web process gives the card updates st
 
 
 def build_web(app: App, deps: Deps) -> Starlette:
-    metrics = Metrics(deps.engine)
+    metrics = Metrics(deps.engine, deps.card_updates)
     limiters: list[anyio.CapacityLimiter] = []
 
     def slack_limiter() -> anyio.CapacityLimiter:
@@ -49,8 +49,9 @@ def build_web(app: App, deps: Deps) -> Starlette:
         if len(body) > MAX_BODY:
             return Response("payload too large", status_code=413)
         bolt_request = to_bolt_request(request, body)
-        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request,
-                                                        limiter=slack_limiter())
+        with metrics.slack_seconds.time():  # the wait for a thread included
+            bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request,
+                                                            limiter=slack_limiter())
         metrics.slack_requests.labels(status=str(bolt_response.status)).inc()
         response = to_starlette_response(bolt_response)
         response.headers["x-request-id"] = logs.request_id.get() or ""

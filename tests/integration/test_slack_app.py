@@ -475,6 +475,8 @@ def test_health_readiness_and_metrics(world: World) -> None:
     assert 'dunning_escalations{state="posted"} 4.0' in text
     assert 'dunning_slack_requests_total{status="200"} 1.0' in text
     assert "dunning_outbox_oldest_pending_seconds 0.0" in text
+    assert "dunning_slack_request_seconds_count 1.0" in text
+    assert "dunning_card_updates_waiting 0.0" in text
 
 
 def test_readiness_fails_on_an_unmigrated_schema(world: World) -> None:
