@@ -32,13 +32,17 @@ oldest contact (lowest id) wins, so the choice is stable between runs.
 Reading pages (`pages`): a full run lists companies with the basic API (`after` paging).
 Before listing it asks the search API for the newest `hs_lastmodifieddate`, so the cursor
 the full run ends with makes the next incremental run pick up whatever changed meanwhile.
-An incremental run searches `hs_lastmodifieddate >= cursor time`, ascending. Every page
-restarts the search from the last page's time (instead of paging with `after`), which keeps
+An incremental run searches `hs_lastmodifieddate >= cursor time - 5 minutes`, ascending:
+HubSpot's search index shows a change seconds after it is made, so a change made just
+before the newest one read may not have been searchable yet; the overlap finds it on the
+next run. Every page restarts the search (instead of paging with `after`), which keeps
 clear of the search API's 10,000-result window and of rows that move to the end of the order
-when they are modified mid-run; companies already returned at exactly that time are skipped
-by id. The cursor is JSON: {"v": 1, "ts": epoch ms, "seen": [ids at ts], "after": list
-paging of a full run in progress or null}. A crash between pages resumes from the last
-stored cursor with no duplicate and no gap.
+when they are modified mid-run; changes already returned (company id and modification time,
+remembered for the overlap window) are skipped. The cursor is JSON: {"v": 2, "ts": epoch
+ms of the newest change read, "recent": [[id, ms], ...], "after": list paging of a full run
+in progress or null, "floor": epoch ms below which it never searches}; a v1 cursor
+({"seen": [ids at ts]}) still reads. A crash between pages resumes from the last stored
+cursor with no duplicate and no gap.
 
 Each page costs: 1 companies call, 1 associations batch read per 1,000 companies, 1 contacts
 batch read per 100 associated contacts, plus the owner listing once per run.
@@ -115,6 +119,10 @@ DEFAULT_ID_PROPERTIES: dict[str, str] = {"stripe": "stripe_customer_id",
 TASK_TO_COMPANY = 192  # HubSpot-defined association type ids
 NOTE_TO_COMPANY = 190
 SEARCH_WINDOW = 10_000
+# HubSpot's search index shows a change seconds after it is made (more under load): each
+# incremental search starts this far before the newest change already read.
+OVERLAP_MS = 5 * 60 * 1000
+RECENT_MAX = 2_000  # changes remembered in the cursor for the overlap (~60 KB of JSON)
 ASSOCIATION_BATCH = 1_000
 CONTACT_BATCH = 100
 OWNER_PAGE = 500
@@ -130,34 +138,57 @@ _AP_WORDS = re.compile(r"\b(accounts?[\s_-]+payable|a/p|ap|billing)\b", re.IGNOR
 
 @dataclass(frozen=True)
 class _Cursor:
-    """Where the next run starts: the last modified time seen, and the ids seen at it."""
+    """Where the next run starts: the newest modification seen, and what was returned
+    lately (so the overlap re-reads of the search index return nothing twice)."""
 
     ts: int
-    seen: tuple[str, ...] = ()
+    # (company id, modified ms) returned with a modification at or after ts - OVERLAP_MS.
+    recent: tuple[tuple[str, int], ...] = ()
     # Set while a full listing is under way: the list API's `after` ("" = from the start).
     after: str | None = None
+    # Never search below this: where a full run started (its listing read everything
+    # older), or the oldest modification still remembered when `recent` was cut.
+    floor: int = 0
 
     def encode(self) -> str:
-        return json.dumps({"v": 1, "ts": self.ts, "seen": list(self.seen),
-                           "after": self.after}, separators=(",", ":"))
+        return json.dumps({"v": 2, "ts": self.ts, "recent": [list(p) for p in self.recent],
+                           "after": self.after, "floor": self.floor}, separators=(",", ":"))
 
     @staticmethod
     def decode(text: str) -> _Cursor | None:
         try:
             raw = json.loads(text)
             after = raw.get("after")
-            return _Cursor(int(raw["ts"]), tuple(str(i) for i in raw.get("seen", [])),
-                           None if after is None else str(after))
+            ts = int(raw["ts"])
+            if raw.get("v", 1) == 1:  # ids seen at ts only: no overlap below ts
+                recent = tuple((str(i), ts) for i in raw.get("seen", []))
+                floor = ts
+            else:
+                recent = tuple((str(i), int(m)) for i, m in raw.get("recent", []))
+                floor = int(raw.get("floor", 0))
+            return _Cursor(ts, recent, None if after is None else str(after), floor)
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("hubspot: unreadable cursor, starting a full sync")
             return None
 
-    def advanced(self, company_id: str, modified: int) -> _Cursor:
-        if modified > self.ts:
-            return replace(self, ts=modified, seen=(company_id,))
-        if modified == self.ts and company_id not in self.seen:
-            return replace(self, seen=(*self.seen, company_id))
-        return self
+    @property
+    def since(self) -> int:
+        """Where the next search starts: OVERLAP_MS before the newest change seen, for the
+        changes HubSpot's search index had not shown yet when that one was read."""
+        return max(self.ts - OVERLAP_MS, self.floor)
+
+    def known(self, company_id: str, modified: int) -> bool:
+        return (company_id, modified) in self.recent
+
+    def advanced(self, returned: Sequence[tuple[str, int]]) -> _Cursor:
+        ts = max([self.ts, *(m for _, m in returned)])
+        pairs = {p for p in self.recent if p[1] >= ts - OVERLAP_MS} | set(returned)
+        ordered = sorted(pairs, key=lambda p: (p[1], _id_order(p[0])))
+        floor = self.floor
+        if len(ordered) > RECENT_MAX:  # a burst of changes: remember the newest only
+            ordered = ordered[-RECENT_MAX:]
+            floor = max(floor, ordered[0][1])
+        return replace(self, ts=ts, recent=tuple(ordered), floor=floor)
 
 
 class _AmbiguousWriteError(Exception):
@@ -275,7 +306,8 @@ class HubSpotCrm:
         if not found.results:
             return _Cursor(0)
         top = found.results[0]
-        return _Cursor(_modified_ms(top), (str(top.id),))
+        newest = _modified_ms(top)
+        return _Cursor(newest, ((str(top.id), newest),), floor=newest)
 
     def _full(self, state: _Cursor) -> Iterator[tuple[list[CrmCompany], _Cursor]]:
         after = state.after or None
@@ -290,34 +322,42 @@ class HubSpotCrm:
                 return
 
     def _incremental(self, state: _Cursor) -> Iterator[tuple[list[CrmCompany], _Cursor]]:
-        yielded = False
+        yielded, overlap = False, True
         while True:
-            fresh, more = self._search_since(state)
+            # The overlap is read once per run: later pages start at the newest change read.
+            fresh, more = self._search_since(state, overlap=overlap)
+            overlap = False
             if not fresh:
                 if not yielded:
                     yield [], state
                 return
-            for obj in fresh:
-                state = state.advanced(str(obj.id), _modified_ms(obj))
+            state = state.advanced([(str(obj.id), _modified_ms(obj)) for obj in fresh])
             yield self._enrich(fresh), state
             yielded = True
             if not more:
                 return
 
-    def _search_since(self, state: _Cursor) -> tuple[list[Any], bool]:
-        """Companies modified at or after the cursor time that the cursor has not seen.
+    def _search_since(self, state: _Cursor, *, overlap: bool) -> tuple[list[Any], bool]:
+        """Companies modified since the cursor's overlap start that it has not returned.
 
         Returns them and whether HubSpot holds more beyond this page. Only when a whole page
-        is already seen (many companies share one timestamp) does it page on with `after`.
+        is already known (the overlap, or many companies sharing one timestamp) does it page
+        on with `after`; if that would leave the search window, the overlap is dropped for
+        this run before giving up.
         """
-        offset = 0
+        since, offset = (state.since if overlap else state.ts), 0
         while True:
             if offset + self.page_size > SEARCH_WINDOW:
+                if since < state.ts:
+                    log.warning("hubspot: more than %d companies changed in the overlap "
+                                "window; searching from the newest change only", SEARCH_WINDOW)
+                    since, offset = state.ts, 0
+                    continue
                 raise DataError(SYSTEM, f"more than {SEARCH_WINDOW} companies share the "
                                 f"modification time {state.ts}: run a full sync")
             request = PublicObjectSearchRequest(
                 filter_groups=[FilterGroup(filters=[Filter(
-                    property_name="hs_lastmodifieddate", operator="GTE", value=str(state.ts))])],
+                    property_name="hs_lastmodifieddate", operator="GTE", value=str(since))])],
                 sorts=[{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
                 properties=self.company_properties, limit=self.page_size,
                 after=str(offset) if offset else None)
@@ -325,7 +365,7 @@ class HubSpotCrm:
                 self._search.do_search, public_object_search_request=request,
                 _request_timeout=self.timeout))
             fresh = [obj for obj in found.results
-                     if not (_modified_ms(obj) == state.ts and str(obj.id) in state.seen)]
+                     if not state.known(str(obj.id), _modified_ms(obj))]
             more = _next_after(found) is not None
             if fresh or not more:
                 return fresh, more

@@ -85,6 +85,9 @@ class _Company:
     created: datetime
     modified: datetime
     archived: bool = False
+    # When the search API starts showing this version (None: at once). HubSpot's search
+    # index lags writes by seconds; the list and read APIs do not.
+    searchable: datetime | None = None
 
 
 @dataclass
@@ -186,11 +189,20 @@ class HubSpotFake:
             return str(cid)
 
     def modify_company(self, company_id: str, *, modified: datetime | None = None,
-                       **properties: str | None) -> None:
+                       index_delay: timedelta | None = None, **properties: str | None) -> None:
+        """Change a company; with `index_delay` the search API shows the change only that
+        long after it was made (on the fake's clock: see `advance`)."""
         with self._lock:
             company = self.state.companies[int(company_id)]
             company.properties.update(properties)
             company.modified = modified or self._tick()
+            company.searchable = (company.modified + index_delay if index_delay is not None
+                                  else None)
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the fake's clock on (what the search index has caught up with)."""
+        with self._lock:
+            self._clock += delta
 
     def fail(self, kind: str = "status", *, match: str = "", times: int = 1, status: int = 500,
              retry_after: str | None = "0", delay: float = 0.0,
@@ -286,6 +298,7 @@ class HubSpotFake:
                                "narrow the filters", "VALIDATION_ERROR")
         groups = body.get("filterGroups") or []
         rows = [c for c in self.state.companies.values() if not c.archived
+                and (c.searchable is None or c.searchable <= self._clock)
                 and (not groups or any(all(_matches(self._value(c, f["propertyName"]), f)
                                            for f in g.get("filters", [])) for g in groups))]
         rows.sort(key=lambda c: c.id)  # HubSpot's order among equal sort keys is unspecified

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
@@ -397,3 +398,41 @@ def test_an_incremental_sync_that_crashes_resumes_without_duplicates(
 
     stored += ids(list(crm_for(fake, page_size=50).pages(cursor, full=False)))
     assert stored == list(reversed(created))
+
+
+def test_a_change_the_search_index_showed_late_is_read_by_the_next_run(
+        fake: HubSpotFake) -> None:
+    """HubSpot's search index lags writes: a change made just before the newest one read
+    can surface after it. The next incremental run's overlap finds it, once."""
+    created = add_companies(fake, 5)
+    cursor = list(crm_for(fake).pages(None, full=True))[-1].cursor
+    fake.modify_company(created[1], name="Indexed late", index_delay=timedelta(seconds=90))
+    fake.modify_company(created[3], name="Indexed at once")
+
+    first = list(crm_for(fake).pages(cursor, full=False))
+    assert [(c.external_id, c.name) for p in first for c in p.companies] == \
+        [(created[3], "Indexed at once")]
+
+    fake.advance(timedelta(seconds=90))  # the index catches up
+    second = list(crm_for(fake).pages(first[-1].cursor, full=False))
+    assert [(c.external_id, c.name) for p in second for c in p.companies] == \
+        [(created[1], "Indexed late")]
+
+    third = list(crm_for(fake).pages(second[-1].cursor, full=False))
+    assert [p.companies for p in third] == [[]]  # nothing read twice
+    fake.modify_company(created[3], name="Changed again")  # a new version is new
+    fourth = list(crm_for(fake).pages(third[-1].cursor, full=False))
+    assert [(c.external_id, c.name) for p in fourth for c in p.companies] == \
+        [(created[3], "Changed again")]
+
+
+def test_a_cursor_of_the_previous_format_still_reads(fake: HubSpotFake) -> None:
+    created = add_companies(fake, 3)
+    newest = list(crm_for(fake).pages(None, full=True))[-1].cursor
+    ts = json.loads(newest)["ts"]
+    old = json.dumps({"v": 1, "ts": ts, "seen": [created[-1]], "after": None})
+    fake.modify_company(created[0], name="After the upgrade")
+    pages = list(crm_for(fake).pages(old, full=False))
+    assert [(c.external_id, c.name) for p in pages for c in p.companies] == \
+        [(created[0], "After the upgrade")]
+    assert json.loads(pages[-1].cursor)["v"] == 2
