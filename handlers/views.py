@@ -1,4 +1,5 @@
-"""Modal submissions: parse, call the service, then update the card in place.
+"""Modal submissions: parse, call the service, answer; the card is updated in place right
+after the answer (bot.background), so Slack closes the modal without waiting for it.
 
 Field problems come back as modal errors (`response_action="errors"`); refusals (not
 allowed, already handled) replace the modal with a short explanation. Either way nothing
