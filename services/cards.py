@@ -15,8 +15,9 @@ from decimal import Decimal
 from email.utils import make_msgid
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, col, select
 
 from connectors.llm import LlmClient
@@ -40,7 +41,7 @@ from services.drafting import make_draft
 from services.importing import close_invoice_escalations
 from services.outbox import enqueue
 from store import tables as t
-from store._sql import param, table_of
+from store._sql import table_of
 from store.repository import load_states
 
 MAX_SUBJECT = 200
@@ -119,14 +120,14 @@ def _row(session: Session, escalation_id: int) -> t.Escalation:
 _INVOICE = table_of(t.Invoice)
 _DRAFT = table_of(t.Draft)
 _TOUCH = table_of(t.Touch)
-_INVOICE_ID = param("invoice")
+_INVOICE_ID: BindParameter[str] = bindparam("invoice")
 # The card's invoice and its customer's other open invoices, in one query.
 _CARD_INVOICES = sa_select(_INVOICE.c.id).where(
     _INVOICE.c.customer_id == sa_select(_INVOICE.c.customer_id).where(
         _INVOICE.c.id == _INVOICE_ID).scalar_subquery(),
     or_(_INVOICE.c.status == "open", _INVOICE.c.id == _INVOICE_ID))
 _CARD_DRAFT = sa_select(_DRAFT.c.subject, _DRAFT.c.body, _DRAFT.c.source, _DRAFT.c.note).where(
-    _DRAFT.c.escalation_id == param("escalation")).limit(1)
+    _DRAFT.c.escalation_id == bindparam("escalation")).limit(1)
 _LAST_TOUCH = sa_select(_TOUCH.c.occurred_at, _TOUCH.c.channel, _TOUCH.c.summary,
                         _TOUCH.c.actor).where(_TOUCH.c.invoice_id == _INVOICE_ID).order_by(
     _TOUCH.c.occurred_at.desc()).limit(1)

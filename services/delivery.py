@@ -22,7 +22,7 @@ from connectors.email import EmailSender, build_message
 from connectors.errors import AuthError, ConnectorError, DataError
 from dunning.model import EscalationState
 from services.common import Actor, audit
-from services.outbox import claim
+from services.outbox import claim, record_failure
 from services.sync import queue_crm_note, queue_quickbooks_send
 from store import tables as t
 from store.engine import session_scope
@@ -39,10 +39,6 @@ class DeliveryResult:
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     needs_human: list[str] = field(default_factory=list)
-
-
-def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))
 
 
 def deliver_outbox(engine: Engine, sender: EmailSender, *, now: datetime,
@@ -82,16 +78,8 @@ def _deliver_one(engine: Engine, sender: EmailSender, item_id: int, *, now: date
         sender.send(build_message(payload))
     except ConnectorError as exc:
         permanent = isinstance(exc, (DataError, AuthError)) or attempts >= MAX_ATTEMPTS
-        with session_scope(engine) as s:
-            row = s.get(t.Outbox, item_id)
-            assert row is not None
-            row.status = "failed" if permanent else "pending"
-            row.last_error = str(exc)[:1000]
-            row.available_at = now + _backoff(attempts)
-            s.add(row)
-            if permanent:
-                audit(s, actor=BOT, action="outbox.failed", entity="outbox", entity_id=key,
-                      at=now, after={"error": row.last_error, "attempts": attempts})
+        record_failure(engine, item_id, exc, permanent=permanent, actor=BOT,
+                       action="outbox.failed", now=now, details={"attempts": attempts})
         (result.failed if permanent else result.retried).append(key)
         log.warning("outbox %s: %s (%s)", key, exc, "failed" if permanent else "will retry")
         return

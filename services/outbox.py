@@ -37,6 +37,28 @@ def enqueue(session: Session, *, key: str, kind: str, payload: dict[str, Any],
     return True
 
 
+def backoff(attempts: int) -> timedelta:
+    """How long a failed item waits before its next attempt: 30 s, doubling, at most 1 h."""
+    return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))
+
+
+def record_failure(engine: Engine, item_id: int, exc: Exception, *, permanent: bool,
+                   actor: Actor, action: str, now: datetime,
+                   details: dict[str, Any] | None = None) -> None:
+    """A failed attempt: back to `pending` after the backoff, or `failed` for good (audited
+    as `action`, with the error and `details`)."""
+    with session_scope(engine) as s:
+        row = s.get(t.Outbox, item_id)
+        assert row is not None
+        row.status = "failed" if permanent else "pending"
+        row.last_error = str(exc)[:1000]
+        row.available_at = now + backoff(row.attempts)
+        s.add(row)
+        if permanent:
+            audit(s, actor=actor, action=action, entity="outbox", entity_id=row.key, at=now,
+                  after={"error": row.last_error, **(details or {})})
+
+
 @dataclass(frozen=True)
 class Claimed:
     kind: str
@@ -84,16 +106,8 @@ def deliver_calls(engine: Engine, *, kinds: Sequence[str],
             ref = perform(kind, key, payload)
         except ConnectorError as exc:
             permanent = isinstance(exc, (AuthError, DataError)) or attempts >= max_attempts
-            with session_scope(engine) as s:
-                row = s.get(t.Outbox, item_id)
-                assert row is not None
-                row.status = "failed" if permanent else "pending"
-                row.last_error = str(exc)[:1000]
-                row.available_at = now + timedelta(seconds=min(3600, 30 * 2 ** attempts))
-                s.add(row)
-                if permanent:
-                    audit(s, actor=actor, action=f"{kind}.failed", entity="outbox",
-                          entity_id=key, at=now, after={"error": row.last_error})
+            record_failure(engine, item_id, exc, permanent=permanent, actor=actor,
+                           action=f"{kind}.failed", now=now)
             counts["failed" if permanent else "retried"] += 1
             continue
         with session_scope(engine) as s:

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import Session
@@ -85,11 +85,6 @@ def upsert(
 def table_of(model: type[StoreModel]) -> Table:
     """The Core table of a model, for statements that read plain rows (no ORM objects)."""
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
-
-
-def param(name: str, *, expanding: bool = False) -> BindParameter[Any]:
-    """A named parameter of a statement built once at import (`expanding` for IN lists)."""
-    return bindparam(name, expanding=expanding)
 
 
 class in_ids(ColumnElement[bool]):
